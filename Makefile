@@ -1,0 +1,42 @@
+# AI Shell: build, run and test on one machine.
+SHELL := /bin/bash
+GO ?= go
+BIN := $(CURDIR)/bin
+export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
+export CDK_DISABLE_CLI_TELEMETRY := 1
+
+.PHONY: all build web run test test-go bench vet fmt clean
+
+all: build
+
+# Web assets: xterm.js from npm (lock file), copied where the relay embeds them.
+web: relay/web/static/vendor/.stamp
+
+relay/web/static/vendor/.stamp: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	mkdir -p relay/web/static/vendor
+	cp node_modules/@xterm/xterm/lib/xterm.js node_modules/@xterm/xterm/css/xterm.css \
+	   node_modules/@xterm/addon-fit/lib/addon-fit.js relay/web/static/vendor/
+	touch $@
+
+build: web
+	$(GO) build -o $(BIN)/relay ./relay/cmd/relay
+	$(GO) build -o $(BIN)/bridge ./relay/cmd/bridge
+
+run: build
+	$(BIN)/relay
+
+vet: web
+	$(GO) vet ./...
+
+test: web vet
+	$(GO) test -race -count=1 -timeout 12m ./...
+
+bench: build
+	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 10m ./relay/bench/...
+
+fmt:
+	gofmt -w $$(git ls-files '*.go')
+
+clean:
+	rm -rf $(BIN) relay/web/static/vendor node_modules
