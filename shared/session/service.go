@@ -308,7 +308,7 @@ func (s *Service) Delete(ctx context.Context, r Request, userID, id string) erro
 
 func (s *Service) view(sess Session, created bool) (View, error) {
 	tk, exp, err := s.Tickets.Sign(ticket.Claims{
-		Kind: ticket.KindClient, UserID: sess.UserID, SessionID: sess.ID,
+		Kind: ticket.KindClient, UserID: sess.UserID, SessionID: sess.ID, Resumed: !created,
 	}, s.Clock.Now(), s.cfg.TicketTTL)
 	if err != nil {
 		return View{}, fmt.Errorf("issue ticket: %w", err)

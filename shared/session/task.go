@@ -306,3 +306,13 @@ func (s *Service) MarkStopped(ctx context.Context, id, taskID string) (Session, 
 	})
 	return sess, changed, err
 }
+
+// EndRestart records that a restart failed: the session is stopped, and
+// its record still names the task the restart started, for the caller to
+// stop.
+func (s *Service) EndRestart(ctx context.Context, id string) (Session, error) {
+	return s.updateSession(ctx, id, func(cur *Session) error {
+		cur.State = StateStopped
+		return nil
+	})
+}

@@ -36,10 +36,12 @@ const (
 
 // Claims is what a ticket or task credential states.
 type Claims struct {
-	Kind      string    `json:"k"`
-	UserID    string    `json:"u,omitempty"`
-	SessionID string    `json:"s,omitempty"`
-	TaskID    string    `json:"t,omitempty"`
+	Kind      string `json:"k"`
+	UserID    string `json:"u,omitempty"`
+	SessionID string `json:"s,omitempty"`
+	TaskID    string `json:"t,omitempty"`
+	// Resumed marks a client ticket issued on resume rather than create.
+	Resumed   bool      `json:"r,omitempty"`
 	ExpiresAt time.Time `json:"-"`
 	Exp       int64     `json:"e"`
 	Nonce     string    `json:"n"`
