@@ -173,7 +173,7 @@ function screenText() {
 
 function setState(state, detail) {
   app.state = state;
-  let text = STATUS_WORDS[state] || state;
+  let text = Object.hasOwn(STATUS_WORDS, state) ? STATUS_WORDS[state] : state;
   if (state === "ready" && app.startupMs != null) {
     const how = app.warm ? "warm" : "cold";
     text += ` (${how} start in ${app.startupMs} ms${app.resumed ? ", resumed" : ""})`;
@@ -216,7 +216,10 @@ function clearError() {
 
 function showSocketError(err) {
   const code = err?.code || "UNKNOWN";
-  showError(code, err?.message, SOCKET_ERRORS[code] || "The relay reported an error.",
+  const words = Object.hasOwn(SOCKET_ERRORS, code)
+    ? SOCKET_ERRORS[code]
+    : "The relay reported an error.";
+  showError(code, err?.message, words,
     code === "RELAY_SHUTTING_DOWN");
 }
 
@@ -368,7 +371,7 @@ async function openSession({ fresh, reconnecting = false }) {
   app.sessionId = session.sessionId;
   app.warm = typeof session.warm === "boolean" ? session.warm : null;
   store.saveSession(app.sessionId);
-  setState(session.state in STATUS_WORDS ? session.state : "connecting");
+  setState(Object.hasOwn(STATUS_WORDS, session.state) ? session.state : "connecting");
   connect(session, gen);
 }
 
@@ -457,7 +460,7 @@ function onFrame(frame) {
       if (typeof frame.data === "string") term?.write(frame.data);
       break;
     case "status":
-      setState(frame.state in STATUS_WORDS ? frame.state : String(frame.state));
+      setState(Object.hasOwn(STATUS_WORDS, frame.state) ? frame.state : String(frame.state));
       break;
     case "session_ready":
       app.backoffMs = BACKOFF_FIRST_MS;
