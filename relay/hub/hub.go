@@ -200,6 +200,45 @@ func (h *Hub) Stats() Stats {
 	return st
 }
 
+// SessionInfo is what the relay knows of one session, for operators.
+type SessionInfo struct {
+	ID         string `json:"sessionId"`
+	UserID     string `json:"userId"`
+	State      string `json:"state"`
+	Client     bool   `json:"client"`
+	TaskID     string `json:"taskId,omitempty"`
+	Ready      bool   `json:"ready"`
+	Busy       bool   `json:"busy"`
+	Restarting bool   `json:"restarting"`
+	Queued     int    `json:"queued"`
+	KeptBytes  int    `json:"keptBytes"`
+}
+
+// Sessions lists the sessions the relay holds.
+func (h *Hub) Sessions() []SessionInfo {
+	h.mu.Lock()
+	list := make([]*sess, 0, len(h.sessions))
+	for _, s := range h.sessions {
+		list = append(list, s)
+	}
+	h.mu.Unlock()
+	out := make([]SessionInfo, 0, len(list))
+	for _, s := range list {
+		s.mu.Lock()
+		info := SessionInfo{
+			ID: s.id, UserID: s.userID, State: s.state, Client: s.client != nil,
+			Ready: s.ready, Busy: s.busy, Restarting: s.restarting,
+			Queued: len(s.queue), KeptBytes: len(s.kept),
+		}
+		if s.task != nil {
+			info.TaskID = s.task.id
+		}
+		s.mu.Unlock()
+		out = append(out, info)
+	}
+	return out
+}
+
 // ServeClient runs a client socket, authenticated for userID and
 // sessionID, until it closes. resumed comes from the ticket.
 func (h *Hub) ServeClient(t Transport, userID, sessionID string, resumed bool) {

@@ -104,8 +104,7 @@ func (h *Hub) ServeWarm(t Transport, taskID string) {
 		<-tc.done
 		return
 	}
-	w.State, w.ReadyAt = session.WarmAvailable, time.Now()
-	if _, err := h.svc.Store.UpdateWarmTask(ctx, w); err != nil {
+	if err := h.markAvailable(ctx, w); err != nil {
 		log.ErrorContext(ctx, "mark warm task available", logging.KeyEvent, "warm_update_failed", "error", err.Error())
 		tc.close(CloseInternalError, "store unavailable")
 		<-tc.done
@@ -122,6 +121,31 @@ func (h *Hub) ServeWarm(t Transport, taskID string) {
 	h.mu.Unlock()
 	log.InfoContext(ctx, "warm task connected", logging.KeyEvent, "warm_task_connected")
 	h.serveTaskFrames(tc)
+}
+
+// markAvailable records that a warm task's bridge connected, reading the
+// record again if the refiller wrote it meanwhile (its handle).
+func (h *Hub) markAvailable(ctx context.Context, w session.WarmTask) error {
+	for attempt := 0; ; attempt++ {
+		w.State, w.ReadyAt = session.WarmAvailable, time.Now()
+		_, err := h.svc.Store.UpdateWarmTask(ctx, w)
+		if !errors.Is(err, session.ErrConflict) || attempt == 5 {
+			return err
+		}
+		list, lerr := h.svc.Store.ListWarmTasks(ctx, h.cfg.RelayID)
+		if lerr != nil {
+			return lerr
+		}
+		found := false
+		for _, cur := range list {
+			if cur.ID == w.ID && cur.State == session.WarmStarting {
+				w, found = cur, true
+			}
+		}
+		if !found {
+			return fmt.Errorf("warm task %s was removed or claimed while it connected", w.ID)
+		}
+	}
 }
 
 func (h *Hub) holdWarm(ctx context.Context, taskID string) (session.WarmTask, bool) {

@@ -1,0 +1,97 @@
+// Command relay runs AI Shell on one machine (`make run`): the relay, the
+// session API, the workflows and local tasks. Settings come from the
+// environment: PORT (8080), DATA_DIR (./.data), AGENT_COMMAND, AGENT_MODE,
+// ENABLE_WARM_POOL (true), WARM_POOL_SIZE (2), IDLE_TIMEOUT (10m),
+// BRIDGE_BIN (the bridge beside this binary), LOG_LEVEL (info).
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/aishell/aishell/relay/hub"
+	"github.com/aishell/aishell/relay/local"
+	"github.com/aishell/aishell/relay/web"
+	"github.com/aishell/aishell/shared/logging"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "relay:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	cfg, err := configFromEnv()
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	p, err := local.Start(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	// The one start-up banner; everything else is JSON on stdout.
+	fmt.Fprintf(os.Stderr, "AI Shell is running: open %s/ in a browser (data in %s, Ctrl-C stops)\n", p.URL, cfg.DataDir)
+
+	<-ctx.Done()
+	shutdown, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	return p.Close(shutdown)
+}
+
+func configFromEnv() (local.Config, error) {
+	port := envOr("PORT", "8080")
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		return local.Config{}, fmt.Errorf("PORT=%q is not a port number", port)
+	}
+	warm, err := strconv.ParseBool(envOr("ENABLE_WARM_POOL", "true"))
+	if err != nil {
+		return local.Config{}, fmt.Errorf("ENABLE_WARM_POOL=%q is not true or false", os.Getenv("ENABLE_WARM_POOL"))
+	}
+	size, err := strconv.Atoi(envOr("WARM_POOL_SIZE", "2"))
+	if err != nil || size < 0 || size > 64 {
+		return local.Config{}, fmt.Errorf("WARM_POOL_SIZE=%q is not a number from 0 to 64", os.Getenv("WARM_POOL_SIZE"))
+	}
+	idle, err := time.ParseDuration(envOr("IDLE_TIMEOUT", "10m"))
+	if err != nil || idle <= 0 {
+		return local.Config{}, fmt.Errorf("IDLE_TIMEOUT=%q is not a positive duration such as 10m", os.Getenv("IDLE_TIMEOUT"))
+	}
+	bridge := os.Getenv("BRIDGE_BIN")
+	if bridge == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return local.Config{}, fmt.Errorf("find own binary: %w", err)
+		}
+		bridge = filepath.Join(filepath.Dir(exe), "bridge")
+	}
+	return local.Config{
+		Addr:         "127.0.0.1:" + port,
+		DataDir:      envOr("DATA_DIR", ".data"),
+		BridgePath:   bridge,
+		AgentCommand: os.Getenv("AGENT_COMMAND"),
+		AgentMode:    os.Getenv("AGENT_MODE"),
+		WarmPool:     warm,
+		WarmPoolSize: size,
+		Hub:          hub.Config{IdleTimeout: idle},
+		Static:       web.Handler(),
+		LogOutput:    os.Stdout,
+		LogLevel:     logging.LevelFromEnv(),
+	}, nil
+}
+
+func envOr(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}

@@ -1,0 +1,159 @@
+// Package e2e runs the product end to end on one machine: the real relay
+// and session API over real sockets, real bridge processes running real
+// shells, real time-outs (shortened through the configuration).
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/aishell/aishell/relay/hub"
+	"github.com/aishell/aishell/relay/local"
+)
+
+// bridgeBin is the bridge binary built once for the package.
+var bridgeBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "aishell-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	bridgeBin = filepath.Join(dir, "bridge")
+	_, file, _, _ := runtime.Caller(0)
+	root := filepath.Join(filepath.Dir(file), "..", "..")
+	build := exec.Command("go", "build", "-o", bridgeBin, "./relay/cmd/bridge")
+	build.Dir = root
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "build bridge:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// options adjust a product for one test.
+type options struct {
+	warm     int
+	agent    string
+	idle     time.Duration
+	hold     time.Duration
+	dataDir  string
+	maxFrame int
+}
+
+// startProduct starts the product on a free loopback port with its own
+// data folder, and stops it (and every task process) when the test ends.
+func startProduct(t *testing.T, o options) *local.Product {
+	t.Helper()
+	if o.agent == "" {
+		o.agent = "/bin/sh"
+	}
+	if o.dataDir == "" {
+		o.dataDir = openTempDir(t)
+	}
+	p, err := local.Start(context.Background(), local.Config{
+		Addr:           "127.0.0.1:0",
+		DataDir:        o.dataDir,
+		BridgePath:     bridgeBin,
+		AgentCommand:   o.agent,
+		WarmPool:       o.warm > 0,
+		WarmPoolSize:   o.warm,
+		RefillInterval: time.Second,
+		Hub: hub.Config{
+			IdleTimeout: o.idle,
+			HoldTimeout: o.hold,
+			MaxFrame:    o.maxFrame,
+		},
+	})
+	if err != nil {
+		t.Fatalf("start product: %v", err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		if err := p.Close(ctx); err != nil {
+			t.Errorf("close product: %v", err)
+		}
+	})
+	return p
+}
+
+// logLines reads every JSON log line the product wrote so far.
+func logLines(t *testing.T, p *local.Product) []map[string]any {
+	t.Helper()
+	files, _ := filepath.Glob(filepath.Join(p.LogsDir, "*.jsonl"))
+	var out []map[string]any
+	for _, name := range files {
+		f, err := os.Open(name)
+		if err != nil {
+			t.Fatalf("open log: %v", err)
+		}
+		sc := bufio.NewScanner(f)
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		for sc.Scan() {
+			var m map[string]any
+			if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
+				t.Errorf("log line in %s is not JSON: %q", filepath.Base(name), sc.Text())
+				continue
+			}
+			out = append(out, m)
+		}
+		f.Close()
+	}
+	return out
+}
+
+// findLog returns the log lines where every key has the given value.
+func findLog(lines []map[string]any, match map[string]any) []map[string]any {
+	var out []map[string]any
+next:
+	for _, l := range lines {
+		for k, v := range match {
+			if l[k] != v {
+				continue next
+			}
+		}
+		out = append(out, l)
+	}
+	return out
+}
+
+// eventually waits for cond, checking it whenever the product may have
+// moved on; limit bounds the wait.
+func eventually(t *testing.T, limit time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %s", what, limit)
+		}
+		// Conditions here are read from outside the product (files, process
+		// tables), which has no event to wait on.
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// openTempDir returns a temporary folder that agents running under their
+// own uids can traverse (t.TempDir makes 0700 folders).
+func openTempDir(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	for d := dir; d != os.TempDir() && d != "/"; d = filepath.Dir(d) {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatalf("open up %s: %v", d, err)
+		}
+	}
+	return dir
+}
