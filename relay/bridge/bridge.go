@@ -98,6 +98,10 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 
 	res := b.loop(ctx)
 	b.cleanup()
+	if n := b.out.takeDropped(); n > 0 {
+		logging.Event(ctx, b.log, slog.LevelWarn, evOutputDropped,
+			"agent output dropped while the relay was out of reach", slog.Int("bytes", n))
+	}
 
 	level, status := slog.LevelInfo, 0
 	if res.err != nil {
@@ -318,8 +322,9 @@ func (b *bridge) loop(ctx context.Context) outcome {
 					return outcome{reason: shutdown}
 				}
 			}
-			if b.dials == nil && b.link == nil {
-				// Stopping: nobody is there to tell, and nobody asks.
+			// With no connection, wait for the one being dialled, unless the
+			// bridge was told to stop: then nobody waits for the news.
+			if b.link == nil && (b.dials == nil || stopReason != "") {
 				return outcome{reason: shutdown}
 			}
 		}
@@ -342,7 +347,7 @@ func (b *bridge) loop(ctx context.Context) outcome {
 					slog.Int("bytes", n))
 			}
 			switch {
-			case a != nil && !ended:
+			case a != nil && !ended && !stopping:
 				b.send(wire.Ready{Type: wire.TypeReady, PID: a.pid})
 				b.busyUnsent = true
 				b.flush()
@@ -639,7 +644,7 @@ func (b *bridge) flush() {
 	if l == nil || l.broken {
 		return
 	}
-	parts := b.out.take()
+	parts := coalesce(b.out.take(), maxFrameData)
 	for i, p := range parts {
 		if !b.send(wire.Output{Type: wire.TypeOutput, Data: p}) {
 			b.out.giveBack(parts[i:])

@@ -337,27 +337,34 @@ func TestReconnectKeepsAgentAndOutput(t *testing.T) {
 	c.send(wire.InitUser{Type: wire.TypeInitUser, SessionID: "s9", UserID: "bob"})
 	pid := c.frame(wire.TypeReady).PID
 
-	// The agent waits on a FIFO that the test writes while the relay is
-	// away, so its output is made while the bridge has no connection.
-	fifo := filepath.Join(cfg.WorkspaceRoot, "bob", "fifo")
-	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
-		t.Fatal(err)
+	// The agent waits on a FIFO that the test writes once the relay is
+	// away, so that its output is made while the bridge has no connection:
+	// a line, then 1.5 MB, more than the bridge keeps. It says on a second
+	// FIFO when it is through.
+	dir := filepath.Join(cfg.WorkspaceRoot, "bob")
+	for _, name := range []string{"go", "through"} {
+		if err := syscall.Mkfifo(filepath.Join(dir, name), 0o600); err != nil {
+			t.Fatal(err)
+		}
 	}
-	c.input("cat fifo; echo cat''-done\n")
-	c.outputContains("cat fifo")
+	c.input("cat go; head -c 1500000 /dev/zero | tr '\\0' x; echo; echo > through; echo cat''-done\n")
+	c.outputContains("cat go;")
 
 	relay.setRefuse(http.StatusServiceUnavailable)
 	c.drop()
 	relay.waitRefused()
-	writeFIFO(t, fifo, "made while away\n")
-	relay.waitRefused()
+	writeFIFO(t, filepath.Join(dir, "go"), "made while away\n")
+	readFIFO(t, filepath.Join(dir, "through"))
 	relay.setRefuse(0)
 
 	c2 := relay.accept("/internal/task/s9")
 	if got := c2.frame(wire.TypeReady).PID; got != pid {
 		t.Errorf("ready after reconnecting: got pid %d; want the same agent %d", got, pid)
 	}
-	c2.outputContains("made while away\r\ncat-done")
+	out := c2.outputContains("\r\ncat-done")
+	if n := len(out); n > maxBuffered || n < maxBuffered-64<<10 {
+		t.Errorf("output kept while away: got %d bytes; want about %d, the newest", n, maxBuffered)
+	}
 	c2.input("echo still''-here\n")
 	c2.outputContains("still-here")
 
@@ -367,6 +374,27 @@ func TestReconnectKeepsAgentAndOutput(t *testing.T) {
 	}
 	if b.logs.event(t, evRelayDisconnected) == nil {
 		t.Errorf("no %s log line; want one", evRelayDisconnected)
+	}
+	if m := b.logs.event(t, evOutputDropped); m == nil || m["bytes"].(float64) < 400_000 {
+		t.Errorf("output_dropped log line: got %v; want one counting the bytes dropped", m)
+	}
+}
+
+// readFIFO reads a FIFO to its end once its writer has opened it.
+func readFIFO(t *testing.T, path string) {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() {
+		_, err := os.ReadFile(path)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(waitLimit):
+		t.Fatalf("nobody wrote the FIFO after %s", waitLimit)
 	}
 }
 

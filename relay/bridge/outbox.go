@@ -1,6 +1,9 @@
 package bridge
 
-import "sync"
+import (
+	"strings"
+	"sync"
+)
 
 // maxBuffered bounds the agent output held for the relay while it is out of
 // reach; past it the oldest output is dropped.
@@ -114,4 +117,28 @@ func (o *outbox) trimLocked() {
 		o.dropped += len(o.parts[0])
 		o.parts = o.parts[1:]
 	}
+}
+
+// coalesce joins neighbouring pieces of text into as few pieces of at most
+// max bytes as their order allows, so that output that piled up while a
+// write was under way goes out in few frames.
+func coalesce(parts []string, max int) []string {
+	if len(parts) < 2 {
+		return parts
+	}
+	var (
+		out []string
+		cur strings.Builder
+	)
+	for _, p := range parts {
+		if cur.Len() > 0 && cur.Len()+len(p) > max {
+			out = append(out, cur.String())
+			cur.Reset()
+		}
+		cur.WriteString(p)
+	}
+	if cur.Len() > 0 {
+		out = append(out, cur.String())
+	}
+	return out
 }

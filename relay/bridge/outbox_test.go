@@ -76,3 +76,25 @@ func TestOutboxCloseReleasesWaitingPut(t *testing.T) {
 		t.Fatal("put still waiting after close; want it released")
 	}
 }
+
+func TestCoalesce(t *testing.T) {
+	cases := []struct {
+		name  string
+		parts []string
+		want  []string
+	}{
+		{"nothing", nil, nil},
+		{"one piece stays", []string{"abc"}, []string{"abc"}},
+		{"small pieces join", []string{"a", "b", "c"}, []string{"abc"}},
+		{"joined up to the limit", []string{"ab", "cd", "e"}, []string{"abcd", "e"}},
+		{"full piece stays alone", []string{"abcd", "e", "f"}, []string{"abcd", "ef"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			got := coalesce(tc.parts, 4)
+			if strings.Join(got, "|") != strings.Join(tc.want, "|") || len(got) != len(tc.want) {
+				t.Fatalf("coalesce(%q, 4): got %q; want %q", tc.parts, got, tc.want)
+			}
+		})
+	}
+}
