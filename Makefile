@@ -40,3 +40,8 @@ fmt:
 
 clean:
 	rm -rf $(BIN) relay/web/static/vendor node_modules
+
+# The daily report (R14) from the local logs; flags in ARGS (docs/report.md).
+.PHONY: report
+report:
+	$(GO) run ./lambdas/report $(ARGS)
