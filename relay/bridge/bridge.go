@@ -422,6 +422,7 @@ func (b *bridge) loop(ctx context.Context) outcome {
 		case <-ctxDone:
 			ctxDone = nil
 			if stop("bridge stopped: " + context.Cause(ctx).Error()) {
+				b.closeLink()
 				return outcome{reason: stopReason}
 			}
 
@@ -676,7 +677,8 @@ func (b *bridge) send(frame any) bool {
 		panic(fmt.Sprintf("encode %T: %v", frame, err))
 	}
 	_ = l.conn.SetWriteDeadline(time.Now().Add(writeTimeout))
-	if err := l.conn.WriteMessage(websocket.TextMessage, bytes.TrimSuffix(buf.Bytes(), []byte("\n"))); err != nil {
+	data := bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
+	if err := l.conn.WriteMessage(websocket.TextMessage, data); err != nil {
 		b.broke(l, err)
 		return false
 	}

@@ -327,6 +327,76 @@ func TestStopEndsAgentAndItsJobs(t *testing.T) {
 	}
 }
 
+func TestStopKillsAnAgentThatIgnoresSignals(t *testing.T) {
+	relay := newFakeRelay(t)
+	cfg := testConfig(t, relay)
+	cfg.StopGrace = 300 * time.Millisecond
+	b := startBridge(t, cfg)
+
+	c := relay.accept("/internal/task/s1")
+	pid := c.frame(wire.TypeReady).PID
+	c.input("trap '' HUP TERM; echo trap''-set\n")
+	c.outputContains("trap-set")
+	c.send(wire.Shutdown{Type: wire.TypeShutdown, Reason: "session deleted"})
+
+	sd := c.frame(wire.TypeShutdown)
+	want := "stopped by the relay: session deleted (agent killed by signal KILL)"
+	if sd.Reason != want {
+		t.Errorf("shutdown: got %q; want %q", sd.Reason, want)
+	}
+	if err := b.wait(); err != nil {
+		t.Errorf("Run: got error %v; want none", err)
+	}
+	if b.logs.event(t, evAgentKilled) == nil {
+		t.Errorf("no %s log line; want one", evAgentKilled)
+	}
+	if !processGone(pid) {
+		t.Errorf("agent %d still runs after Run returned", pid)
+	}
+}
+
+func TestStopBeforeTheAgentStarts(t *testing.T) {
+	cases := []struct {
+		name       string
+		stop       func(c *relayConn, b *running)
+		wantReason string
+	}{
+		{
+			name: "shutdown frame from the relay",
+			stop: func(c *relayConn, b *running) {
+				c.send(wire.Shutdown{Type: wire.TypeShutdown, Reason: "pool shrinks"})
+			},
+			wantReason: "stopped by the relay: pool shrinks",
+		},
+		{
+			name:       "signal to the bridge",
+			stop:       func(c *relayConn, b *running) { b.cancel() },
+			wantReason: "bridge stopped: context canceled",
+		},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			relay := newFakeRelay(t)
+			cfg := testConfig(t, relay)
+			cfg.Warm, cfg.SessionID, cfg.UserID = true, "", ""
+			b := startBridge(t, cfg)
+
+			c := relay.accept("/internal/warm/task-1")
+			tc.stop(c, b)
+			c.ended()
+			if err := b.wait(); err != nil {
+				t.Errorf("Run: got error %v; want none", err)
+			}
+			if last := b.lastLog(); last["reason"] != tc.wantReason {
+				t.Errorf("last log line: got %v; want reason %q", last, tc.wantReason)
+			}
+			if b.logs.event(t, evAgentStarted) != nil {
+				t.Errorf("an agent started; want none before init_user")
+			}
+		})
+	}
+}
+
 func TestReconnectKeepsAgentAndOutput(t *testing.T) {
 	relay := newFakeRelay(t)
 	cfg := testConfig(t, relay)
@@ -459,7 +529,8 @@ func TestRelayRefusesTheTask(t *testing.T) {
 			refuse: func(c *relayConn) {
 				c.frame(wire.TypeReady)
 				msg := websocket.FormatCloseMessage(websocket.ClosePolicyViolation, "unknown task")
-				if err := c.ws.WriteControl(websocket.CloseMessage, msg, time.Now().Add(time.Second)); err != nil {
+				deadline := time.Now().Add(time.Second)
+				if err := c.ws.WriteControl(websocket.CloseMessage, msg, deadline); err != nil {
 					c.t.Fatal(err)
 				}
 			},

@@ -66,9 +66,11 @@ func TestConfigFromEnv(t *testing.T) {
 			want: func(c *Config) { c.RelayURL = "http://127.0.0.1:8080/" },
 		},
 		{
-			name:    "nothing set",
-			env:     map[string]string{},
-			wantErr: []string{"RELAY_URL is required", "TASK_ID is required", "TASK_CREDENTIAL is required", "SESSION_ID is required", "USER_ID is required", "WORKSPACE_ROOT is required"},
+			name: "nothing set",
+			env:  map[string]string{},
+			wantErr: []string{"RELAY_URL is required", "TASK_ID is required",
+				"TASK_CREDENTIAL is required", "SESSION_ID is required", "USER_ID is required",
+				"WORKSPACE_ROOT is required"},
 		},
 		{
 			name:    "bad uid",
@@ -157,7 +159,8 @@ func TestSplitWords(t *testing.T) {
 		{line: `agent a\ b`, want: []string{"agent", "a b"}},
 		{line: `agent ''`, want: []string{"agent", ""}},
 		{line: `agent pre'mid'"post"`, want: []string{"agent", "premidpost"}},
-		{line: `agent ; rm -rf / && x | y`, want: []string{"agent", ";", "rm", "-rf", "/", "&&", "x", "|", "y"}},
+		{line: `agent ; rm -rf / && x | y`,
+			want: []string{"agent", ";", "rm", "-rf", "/", "&&", "x", "|", "y"}},
 		{line: `agent $HOME ~ *`, want: []string{"agent", "$HOME", "~", "*"}},
 		{line: `agent 'open`, wantErr: true},
 		{line: `agent "open`, wantErr: true},
@@ -221,8 +224,12 @@ func TestRelayURLs(t *testing.T) {
 	cases := []struct {
 		base, wantTask, wantWarm string
 	}{
-		{"ws://127.0.0.1:8080", "ws://127.0.0.1:8080/internal/task/s%2F1", "ws://127.0.0.1:8080/internal/warm/t%201"},
-		{"https://relay.example/prefix/", "wss://relay.example/prefix/internal/task/s%2F1", "wss://relay.example/prefix/internal/warm/t%201"},
+		{"ws://127.0.0.1:8080",
+			"ws://127.0.0.1:8080/internal/task/s%2F1",
+			"ws://127.0.0.1:8080/internal/warm/t%201"},
+		{"https://relay.example/prefix/",
+			"wss://relay.example/prefix/internal/task/s%2F1",
+			"wss://relay.example/prefix/internal/warm/t%201"},
 	}
 	for _, tc := range cases {
 		base, err := relayBase(tc.base)

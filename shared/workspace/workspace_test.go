@@ -13,6 +13,7 @@ import (
 func TestDir(t *testing.T) {
 	const root = "/workspaces/stage"
 	long64 := strings.Repeat("a", 64)
+	const uuid = "8f0e1c2a-0b1d-4c3e-9f00-123456789abc"
 	cases := []struct {
 		name   string
 		userID string
@@ -21,7 +22,7 @@ func TestDir(t *testing.T) {
 		wantErr bool
 	}{
 		{"plain id is kept", "alice", "alice", false},
-		{"uuid is kept", "8f0e1c2a-0b1d-4c3e-9f00-123456789abc", "8f0e1c2a-0b1d-4c3e-9f00-123456789abc", false},
+		{"uuid is kept", uuid, uuid, false},
 		{"email is kept", "bob@example.com", "bob@example.com", false},
 		{"64 bytes is kept", long64, long64, false},
 		{"65 bytes is hashed", long64 + "a", "#", false},
