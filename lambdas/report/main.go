@@ -135,7 +135,8 @@ func parseFlags(args []string, stderr io.Writer, getenv func(string) string, now
 	var groups groupsFlag
 	fs.Var(&groups, "log-group", "CloudWatch log group to read, repeatable "+
 		"(default /aishell/<env>/relay and /aishell/<env>/lambdas)")
-	endpoint := fs.String("endpoint", "", "CloudWatch Logs endpoint override, e.g. moto's http://127.0.0.1:PORT")
+	endpoint := fs.String("endpoint", "",
+		"CloudWatch Logs endpoint override, e.g. moto's http://127.0.0.1:PORT")
 	region := fs.String("region", "", "AWS Region (default from AWS_REGION or the shared config)")
 	if err := fs.Parse(args); err != nil {
 		return config{}, err
@@ -158,7 +159,8 @@ func parseFlags(args []string, stderr io.Writer, getenv func(string) string, now
 	}
 	days, err := strconv.Atoi(strings.TrimSuffix(*rng, "d"))
 	if err != nil || days < 1 || days > maxDays {
-		return config{}, fmt.Errorf("--range: want a number of days from 1 to %d such as 7d, got %q", maxDays, *rng)
+		return config{}, fmt.Errorf("--range: want a number of days from 1 to %d such as 7d, got %q",
+			maxDays, *rng)
 	}
 	cfg := config{
 		opts:     report.Options{Env: *env, Period: report.PeriodEnding(last, days)},
@@ -175,7 +177,8 @@ func parseFlags(args []string, stderr io.Writer, getenv func(string) string, now
 			return config{}, fmt.Errorf("--compare: want YYYY-MM-DD, got %q", *compare)
 		}
 		if !c.Before(cfg.opts.Period.Start()) {
-			return config{}, fmt.Errorf("--compare: %s is not before the reported period %s", *compare, cfg.opts.Period)
+			return config{}, fmt.Errorf("--compare: %s is not before the reported period %s",
+				*compare, cfg.opts.Period)
 		}
 		cfg.opts.Compare = c
 	}

@@ -74,15 +74,16 @@ func barChart(title string, labels []string, values []float64,
 	slot := plotW / float64(max(1, len(values)))
 
 	var b strings.Builder
-	fmt.Fprintf(&b, `<svg class="chart" viewBox="0 0 %d %d" width="%d" height="%d" role="img" aria-label="%s">`,
-		chartW, chartH, chartW, chartH, html.EscapeString(title))
+	fmt.Fprintf(&b, `<svg class="chart" viewBox="0 0 %d %d" width="%d" height="%d" `+
+		`role="img" aria-label="%s">`, chartW, chartH, chartW, chartH, html.EscapeString(title))
 	fmt.Fprintf(&b, `<text class="title" x="%d" y="16">%s</text>`, chartSide, html.EscapeString(title))
 	fmt.Fprintf(&b, `<line class="axis" x1="%d" y1="%.1f" x2="%d" y2="%.1f"/>`,
 		chartSide, y(0), chartW-chartSide, y(0))
 	for i, v := range values {
 		x := chartSide + slot*float64(i)
-		fmt.Fprintf(&b, `<rect class="bar" x="%.1f" y="%.1f" width="%.1f" height="%.1f"><title>%s: %s</title></rect>`,
-			x+slot*0.15, y(v), slot*0.7, y(0)-y(v), html.EscapeString(labels[i]), html.EscapeString(format(v)))
+		fmt.Fprintf(&b, `<rect class="bar" x="%.1f" y="%.1f" width="%.1f" height="%.1f">`+
+			`<title>%s: %s</title></rect>`, x+slot*0.15, y(v), slot*0.7, y(0)-y(v),
+			html.EscapeString(labels[i]), html.EscapeString(format(v)))
 		fmt.Fprintf(&b, `<text class="value" x="%.1f" y="%.1f">%s</text>`,
 			x+slot/2, y(v)-4, html.EscapeString(format(v)))
 		fmt.Fprintf(&b, `<text class="label" x="%.1f" y="%d">%s</text>`,
@@ -129,7 +130,8 @@ table { border-collapse: collapse; margin: .4em 0; min-width: 60%; }
 figure { margin: 1em 0; }
 th, td { padding: .2em .8em; border-bottom: 1px solid #ddd; text-align: right; white-space: nowrap; }
 th:first-child, td:first-child { text-align: left; }
-ul.anomalies li { background: #fde8e6; border-left: 4px solid #c62828; margin: .25em 0; padding: .25em .6em; list-style: none; }
+ul.anomalies li { background: #fde8e6; border-left: 4px solid #c62828; margin: .25em 0;
+  padding: .25em .6em; list-style: none; }
 ul.anomalies { padding: 0; }
 .chart .bar { fill: #3b6ea8; }
 .chart .axis { stroke: #888; }

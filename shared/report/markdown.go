@@ -56,7 +56,9 @@ var sections = []section{
 	{"Relay and messages", []row{
 		{"relay restarts", func(f Figures) string { return count(f.RelayStarts) }},
 		{"user messages", func(f Figures) string { return count(f.Messages.UserMessages) }},
-		{"average first-token latency", func(f Figures) string { return formatMs(f.Messages.FirstTokenAvgMs) }},
+		{"average first-token latency", func(f Figures) string {
+			return formatMs(f.Messages.FirstTokenAvgMs)
+		}},
 	}},
 }
 

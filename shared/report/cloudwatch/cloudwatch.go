@@ -88,7 +88,8 @@ func New(client cloudwatchlogs.FilterLogEventsAPIClient, groups []string) *Sourc
 
 // Scan reads every log group over [from-Slack, to+Slack) and hands on the
 // events whose own timestamp is in [from, to).
-func (s *Source) Scan(ctx context.Context, from, to time.Time, fn func(report.Event)) (report.ScanStats, error) {
+func (s *Source) Scan(ctx context.Context, from, to time.Time,
+	fn func(report.Event)) (report.ScanStats, error) {
 	var stats report.ScanStats
 	var last time.Time
 	for _, group := range s.LogGroups {
@@ -126,7 +127,8 @@ func (s *Source) scanGroup(ctx context.Context, group string, from, to time.Time
 		}
 		pages++
 		for _, ev := range out.Events {
-			stats.Feed([]byte(aws.ToString(ev.Message)), time.UnixMilli(aws.ToInt64(ev.Timestamp)), from, to, fn)
+			ingested := time.UnixMilli(aws.ToInt64(ev.Timestamp))
+			stats.Feed([]byte(aws.ToString(ev.Message)), ingested, from, to, fn)
 		}
 		if s.Progress != nil {
 			fmt.Fprintf(s.Progress, "\r%s: %d pages, %d lines", group, pages, stats.Lines)

@@ -276,7 +276,8 @@ func (g *gen) truthOf(t time.Time) *truth {
 // log writes one event line through shared/logging's handler, so the corpus
 // has exactly the format the product writes.
 func (g *gen) log(t time.Time, svc, module string, level slog.Level, event, msg string, attrs ...slog.Attr) {
-	g.writeAt(t, t.Add(time.Duration(g.rng.IntN(3))*time.Millisecond), svc, module, level, event, msg, attrs...)
+	written := t.Add(time.Duration(g.rng.IntN(3)) * time.Millisecond)
+	g.writeAt(t, written, svc, module, level, event, msg, attrs...)
 }
 
 func (g *gen) writeAt(t, written time.Time, svc, module string, level slog.Level,
@@ -329,7 +330,8 @@ func (g *gen) day(i int, o Options) {
 		g.relayStarted(start.Add(9*time.Hour + 14*time.Minute))
 	}
 	g.garbageLine(start.Add(17*time.Hour+ms(g.rng.IntN(3600000))), ServiceLambdas,
-		`{"timestamp":"`+start.Add(17*time.Hour).Format("2006-01-02T15:04:05.000Z07:00")+`","level":"info","event":"task_lif`)
+		`{"timestamp":"`+start.Add(17*time.Hour).Format("2006-01-02T15:04:05.000Z07:00")+
+			`","level":"info","event":"task_lif`)
 
 	// Warm pool size every hour: read by nobody in the report.
 	for h := range 24 {
@@ -452,7 +454,8 @@ func (g *gen) start(t time.Time, id ids, warm, restart bool, slow int, outcome s
 		}
 		t = t.Add(ms(80 + g.rng.IntN(200)))
 		g.log(t, ServiceLambdas, "session", slog.LevelError, events.TaskStartFailed, "task start failed",
-			append(id.attrs(), slog.String(events.FieldErrorCode, code), slog.String(events.FieldReason, reason))...)
+			append(id.attrs(), slog.String(events.FieldErrorCode, code),
+				slog.String(events.FieldReason, reason))...)
 		if code == "AccessDeniedException" {
 			g.truthOf(t).figures.Errors.AccessDenied++
 		}
@@ -484,7 +487,8 @@ func (g *gen) start(t time.Time, id ids, warm, restart bool, slow int, outcome s
 			pending = slow - total - 400
 		}
 		part(events.BreakdownPendingToRunning, pending)
-		g.log(t.Add(ms(total)), ServiceLambdas, "session", slog.LevelInfo, events.TaskLifecycle, "task running",
+		g.log(t.Add(ms(total)), ServiceLambdas, "session", slog.LevelInfo, events.TaskLifecycle,
+			"task running",
 			append(id.attrs(), lifecycle(events.PhaseTaskPending), durationMs(pending))...)
 		wait := 250 + g.rng.IntN(700)
 		if slow > 0 {
@@ -497,7 +501,8 @@ func (g *gen) start(t time.Time, id ids, warm, restart bool, slow int, outcome s
 		// The task reached the relay before its session: turned away,
 		// then accepted on its retry (R3).
 		g.log(t.Add(ms(total-40)), ServiceRelay, "pairing", slog.LevelWarn, events.TaskRejected,
-			"task rejected", append(id.attrs(), slog.String(events.FieldReason, events.ReasonUnknownSession))...)
+			"task rejected",
+			append(id.attrs(), slog.String(events.FieldReason, events.ReasonUnknownSession))...)
 		g.truthOf(t.Add(ms(total-40))).figures.Errors.NoBridge++
 	}
 	g.log(t.Add(ms(total-2)), ServiceRelay, "pairing", slog.LevelInfo, events.TaskLifecycle, "task connected",
@@ -562,8 +567,9 @@ func (g *gen) resume(t time.Time, id ids, fail string) {
 	switch fail {
 	case "":
 		ready, _ := g.start(begin, id, false, true, 0, "ready")
-		g.log(ready.Add(ms(30)), ServiceLambdas, "restart", slog.LevelInfo, events.TaskLifecycle, "restart done",
-			append(id.attrs(), lifecycle(events.PhaseTaskRestart), durationMs(int(ready.Sub(t).Milliseconds())+30),
+		took := int(ready.Sub(t).Milliseconds()) + 30
+		g.log(ready.Add(ms(30)), ServiceLambdas, "restart", slog.LevelInfo, events.TaskLifecycle,
+			"restart done", append(id.attrs(), lifecycle(events.PhaseTaskRestart), durationMs(took),
 				slog.Bool(events.FieldSuccess, true))...)
 		g.converse(ready.Add(ms(30)), id)
 		return
@@ -591,7 +597,8 @@ func (g *gen) restartFailed(at, begin time.Time, id ids, step, code, reason stri
 	if code != "" {
 		attrs = append(attrs, slog.String(events.FieldErrorCode, code))
 	}
-	g.log(at, ServiceLambdas, "restart", slog.LevelError, events.TaskRestartFailed, "restart failed", attrs...)
+	g.log(at, ServiceLambdas, "restart", slog.LevelError, events.TaskRestartFailed, "restart failed",
+		attrs...)
 	g.truthOf(at).figures.Errors.RestartFailed++
 	g.log(at.Add(ms(1)), ServiceLambdas, "restart", slog.LevelInfo, events.TaskLifecycle, "restart done",
 		append(id.attrs(), lifecycle(events.PhaseTaskRestart), durationMs(int(at.Sub(begin).Milliseconds())),

@@ -102,13 +102,15 @@ func (m *Moto) Client(ctx context.Context) (*cloudwatchlogs.Client, error) {
 // PutCorpus creates the log groups of prefix (PREFIX/relay, PREFIX/lambdas)
 // and puts the corpus's lines into them, one stream per service and day, in
 // batches as PutLogEvents takes them. It returns the groups.
-func PutCorpus(ctx context.Context, client *cloudwatchlogs.Client, prefix string, c *corpus.Corpus) ([]string, error) {
+func PutCorpus(ctx context.Context, client *cloudwatchlogs.Client, prefix string,
+	c *corpus.Corpus) ([]string, error) {
 	groups := map[string]string{
 		corpus.ServiceRelay:   prefix + "/relay",
 		corpus.ServiceLambdas: prefix + "/lambdas",
 	}
 	for _, g := range groups {
-		if _, err := client.CreateLogGroup(ctx, &cloudwatchlogs.CreateLogGroupInput{LogGroupName: aws.String(g)}); err != nil {
+		in := &cloudwatchlogs.CreateLogGroupInput{LogGroupName: aws.String(g)}
+		if _, err := client.CreateLogGroup(ctx, in); err != nil {
 			return nil, fmt.Errorf("create log group %s: %w", g, err)
 		}
 	}
