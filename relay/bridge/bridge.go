@@ -120,8 +120,7 @@ type outcome struct {
 
 func failed(err error) outcome { return outcome{reason: err.Error(), err: err} }
 
-// bridge is one run of a bridge. Fields below loopOwned belong to the loop
-// goroutine alone.
+// bridge is one run of a bridge.
 type bridge struct {
 	cfg    Config
 	base   string
@@ -148,7 +147,7 @@ type bridge struct {
 	agent      *agent
 	cols, rows int
 
-	// loopOwned:
+	// The fields below belong to the loop goroutine alone.
 	log       *slog.Logger
 	sessionID string
 	userID    string
