@@ -8,6 +8,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/aishell/aishell/relay/hub"
 	"github.com/aishell/aishell/relay/local"
+	"github.com/aishell/aishell/relay/web"
 )
 
 // bridgeBin is the bridge binary built once for the package.
@@ -51,6 +53,8 @@ type options struct {
 	hold     time.Duration
 	dataDir  string
 	maxFrame int
+	// page serves the web page at the product's root.
+	page bool
 }
 
 // startProduct starts the product on a free loopback port with its own
@@ -63,6 +67,10 @@ func startProduct(t *testing.T, o options) *local.Product {
 	if o.dataDir == "" {
 		o.dataDir = openTempDir(t)
 	}
+	var static http.Handler
+	if o.page {
+		static = web.Handler()
+	}
 	p, err := local.Start(context.Background(), local.Config{
 		Addr:           "127.0.0.1:0",
 		DataDir:        o.dataDir,
@@ -71,6 +79,7 @@ func startProduct(t *testing.T, o options) *local.Product {
 		WarmPool:       o.warm > 0,
 		WarmPoolSize:   o.warm,
 		RefillInterval: time.Second,
+		Static:         static,
 		Hub: hub.Config{
 			IdleTimeout: o.idle,
 			HoldTimeout: o.hold,
