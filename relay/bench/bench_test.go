@@ -213,10 +213,13 @@ func waitWarm(b *testing.B, p *local.Product) {
 //   - relay: client -> relay -> echoing task socket -> relay -> client, the
 //     relay's own cost;
 //   - relay+bridge: client -> relay -> bridge -> agent (cat on pipes) ->
-//     bridge -> relay -> client, what a user's keystroke takes.
+//     bridge -> relay -> client, what a user's keystroke takes;
+//   - bridge: client -> bridge -> agent -> bridge -> client, the same task
+//     reached directly, without the relay.
 func BenchmarkRoundTrip(b *testing.B) {
 	const trips = 2000
 	direct := measureTrips(b, directEcho(b), trips)
+	bridge := measureTrips(b, directBridge(b), trips)
 
 	p := startProduct(b, 0, "cat", "pipes")
 	relay := measureTrips(b, echoTaskSession(b, p), trips)
@@ -237,8 +240,57 @@ func BenchmarkRoundTrip(b *testing.B) {
 	b.ReportMetric(d50*1000, "direct-p50-us")
 	b.ReportMetric(percentile(relay, 0.5)*1000, "relay-p50-us")
 	b.ReportMetric(percentile(full, 0.5)*1000, "relay+bridge-p50-us")
+	b.ReportMetric(percentile(bridge, 0.5)*1000, "bridge-p50-us")
 	b.ReportMetric(percentile(relay, 0.5)/d50, "relay/direct")
-	b.ReportMetric(percentile(full, 0.5)/d50, "relay+bridge/direct")
+	b.ReportMetric(percentile(full, 0.5)/percentile(bridge, 0.5), "relay+bridge/bridge")
+}
+
+// directBridge starts a bridge process (agent cat on pipes) whose "relay"
+// is a socket server here that hands the task socket to the benchmark,
+// which then talks to the task directly.
+func directBridge(b *testing.B) *websocket.Conn {
+	got := make(chan *websocket.Conn, 1)
+	up := websocket.Upgrader{}
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, err := up.Upgrade(w, r, nil)
+		if err != nil {
+			return
+		}
+		got <- c
+	}))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv.Listener = ln
+	srv.Start()
+	b.Cleanup(srv.Close)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	cmd := exec.CommandContext(ctx, filepath.Join(binDir, "bridge"))
+	cmd.Env = append(os.Environ(), "RELAY_URL=ws://"+ln.Addr().String(), "TASK_ID=t_direct",
+		"TASK_CREDENTIAL=unchecked", "SESSION_ID=s_direct", "USER_ID=direct",
+		"WORKSPACE_ROOT="+openDir(b), "AGENT_COMMAND=cat", "AGENT_MODE=pipes")
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { cancel(); cmd.Wait() })
+	var c *websocket.Conn
+	select {
+	case c = <-got:
+	case <-time.After(10 * time.Second):
+		b.Fatal("bridge did not connect")
+	}
+	b.Cleanup(func() { c.Close() })
+	for {
+		var f struct{ Type string }
+		if err := c.ReadJSON(&f); err != nil {
+			b.Fatal(err)
+		}
+		if f.Type == wire.TypeReady {
+			return c
+		}
+	}
 }
 
 func dialReady(b *testing.B, u string) *websocket.Conn {
@@ -296,11 +348,12 @@ func echoTaskSession(b *testing.B, p *local.Product) *websocket.Conn {
 	return dialReady(b, strings.Replace(p.URL, "http", "ws", 1)+"/ws?ticket="+url.QueryEscape(tk))
 }
 
-// measureTrips sends lines and waits for each echo.
+// measureTrips sends keystrokes (no Enter, as most are) and waits for each
+// echo.
 func measureTrips(b *testing.B, c *websocket.Conn, n int) []time.Duration {
 	var out []time.Duration
 	for i := 0; i < n; i++ {
-		want := "ping-" + strconv.Itoa(i) + "\n"
+		want := "k" + strconv.Itoa(i) + ";"
 		t0 := time.Now()
 		if err := c.WriteJSON(wire.Input{Type: wire.TypeInput, Data: want}); err != nil {
 			b.Fatal(err)

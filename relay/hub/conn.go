@@ -44,15 +44,18 @@ const (
 // conn is one socket with its own writer goroutine, so that no hub lock is
 // ever held across a network write. Frames queue without bound in count;
 // the bytes queued are tracked so that output to a slow client can wait
-// (backpressure) instead of piling up.
+// (backpressure) instead of piling up. On the hot path (output and input)
+// sendNow writes from the caller's goroutine when nothing is queued,
+// sparing a hand-off to the writer.
 type conn struct {
 	t       Transport
 	ping    time.Duration
 	timeout time.Duration
 
-	mu      sync.Mutex // guards queue, queued, closing, closeCode, closeMsg
+	mu      sync.Mutex // guards queue, queued, writing, closing, closeCode, closeMsg
 	queue   [][]byte
 	queued  int
+	writing bool // a goroutine (the writer, or a sendNow) is writing
 	closing bool
 	// closeCode and closeMsg are written after the queue drains.
 	closeCode int
@@ -95,6 +98,44 @@ func (c *conn) sendRaw(p []byte) bool {
 	c.mu.Unlock()
 	c.signal()
 	return true
+}
+
+// sendNow writes v at once when nothing is queued or being written, else
+// queues it behind what is; order is kept either way. It may block on the
+// socket, so it must be called with no hub lock held. It reports false if
+// the conn is closing or the write failed.
+func (c *conn) sendNow(v any) bool {
+	p, err := json.Marshal(v)
+	if err != nil {
+		return false
+	}
+	c.mu.Lock()
+	if c.closing {
+		c.mu.Unlock()
+		return false
+	}
+	if c.writing || len(c.queue) > 0 {
+		c.queue = append(c.queue, p)
+		c.queued += len(p)
+		c.mu.Unlock()
+		c.signal()
+		return true
+	}
+	c.writing = true
+	c.mu.Unlock()
+
+	err = c.t.WriteFrame(p)
+
+	c.mu.Lock()
+	c.writing = false
+	c.mu.Unlock()
+	if err != nil {
+		c.fail()
+		c.t.Close()
+	}
+	// Wake the writer for anything queued meanwhile, or a close.
+	c.signal()
+	return err == nil
 }
 
 func (c *conn) signal() {
@@ -144,8 +185,22 @@ func (c *conn) writeLoop() {
 	}
 	for {
 		c.mu.Lock()
+		if c.writing {
+			// A sendNow is writing; it wakes us when done.
+			c.mu.Unlock()
+			select {
+			case <-c.wake:
+			case <-tick:
+				if err := c.t.WritePing(); err != nil {
+					c.fail()
+					return
+				}
+			}
+			continue
+		}
 		batch := c.queue
 		c.queue = nil
+		c.writing = len(batch) > 0
 		closing, code, msg := c.closing, c.closeCode, c.closeMsg
 		c.mu.Unlock()
 
@@ -159,6 +214,7 @@ func (c *conn) writeLoop() {
 			c.mu.Unlock()
 		}
 		c.mu.Lock()
+		c.writing = false
 		if len(c.queue) == 0 {
 			close(c.drained)
 			c.drained = make(chan struct{})

@@ -109,7 +109,7 @@ func (s *sess) attachClient(c *clientConn, rec session.Session) {
 	case s.ready && s.task != nil && s.task.alive():
 		c.send(statusFrame(wire.StateReady))
 		s.flushKept(c)
-		s.sendSessionReady(rec)
+		s.sendSessionReady(rec, false)
 		s.mu.Unlock()
 		return
 	case s.restarting:
@@ -349,9 +349,17 @@ func (s *sess) input(c *clientConn, in wire.Inbound) {
 		}
 	}
 	if s.ready && s.task != nil {
-		s.task.send(wire.Input{Type: wire.TypeInput, Data: in.Data, ID: in.ID})
+		task := s.task
 		s.mu.Unlock()
-		return
+		if task.sendNow(wire.Input{Type: wire.TypeInput, Data: in.Data, ID: in.ID}) {
+			return
+		}
+		// The task's socket is going; queue the input for the next task.
+		s.mu.Lock()
+		if s.client != c {
+			s.mu.Unlock()
+			return
+		}
 	}
 
 	if len(s.queue) >= s.h.cfg.MaxQueueMsgs || s.qbytes+len(in.Data) > s.h.cfg.MaxQueueBytes {
@@ -422,13 +430,26 @@ func (s *sess) output(tc *taskConn, data string) {
 		s.roundtripFrom = time.Time{}
 	}
 	c := s.client
-	if c == nil || !c.send(wire.Output{Type: wire.TypeOutput, Data: data}) {
+	if c == nil {
 		s.keep(data)
 		s.mu.Unlock()
 		return
 	}
 	s.mu.Unlock()
 
+	frame := wire.Output{Type: wire.TypeOutput, Data: data}
+	if !c.sendNow(frame) {
+		// The client left meanwhile: hand the output to whoever is
+		// attached now, or keep it for the next one.
+		s.mu.Lock()
+		if s.task == tc {
+			if s.client == nil || !s.client.send(frame) {
+				s.keep(data)
+			}
+		}
+		s.mu.Unlock()
+		return
+	}
 	for {
 		n, drained := c.backlog()
 		if n < backpressureBytes {
@@ -527,14 +548,15 @@ func (s *sess) becomeReady(tc *taskConn, rec session.Session) {
 	s.ready = true
 	s.setState(wire.StateReady)
 	if s.client != nil {
-		s.sendSessionReady(rec)
+		s.sendSessionReady(rec, true)
 	}
 	s.armIdle()
 }
 
-// sendSessionReady sends session_ready once per attach. Called with s.mu
-// held.
-func (s *sess) sendSessionReady(rec session.Session) {
+// sendSessionReady sends session_ready once per attach. Its startup_ms
+// counts from the task's start when this attach waited for that start
+// (started is true), else from the attach. Called with s.mu held.
+func (s *sess) sendSessionReady(rec session.Session, started bool) {
 	c := s.client
 	if c == nil || !c.wantReady {
 		return
@@ -542,7 +564,8 @@ func (s *sess) sendSessionReady(rec session.Session) {
 	c.wantReady = false
 	now := time.Now()
 	from := c.attachedAt
-	if !rec.Start.At.IsZero() && rec.Start.At.Before(from) && from.Sub(rec.Start.At) < s.h.cfg.StartTimeout {
+	if started && !rec.Start.At.IsZero() && rec.Start.At.Before(from) &&
+		from.Sub(rec.Start.At) < s.h.cfg.StartTimeout {
 		from = rec.Start.At
 	}
 	c.send(wire.SessionReady{
