@@ -36,8 +36,9 @@ type Store struct {
 	path string
 	lock *os.File // holds the flock on path+".lock" until Close
 
-	mu     sync.Mutex // guards st and closed, and serializes file writes
+	mu     sync.Mutex // guards st, relays and closed, and serializes file writes
 	st     state
+	relays map[string]session.Relay
 	closed bool
 }
 
@@ -543,3 +544,42 @@ func (s *Store) ListWarmTasks(ctx context.Context, relayID string) ([]session.Wa
 }
 
 var _ session.Store = (*Store)(nil)
+
+// PutRelay records a relay. Relay records live in memory only: on one
+// machine the one relay is this process, and a heartbeat is no reason to
+// rewrite the state file.
+func (s *Store) PutRelay(ctx context.Context, r session.Relay) error {
+	if err := s.begin(ctx); err != nil {
+		return fmt.Errorf("put relay %s: %w", r.ID, err)
+	}
+	defer s.mu.Unlock()
+	if s.relays == nil {
+		s.relays = map[string]session.Relay{}
+	}
+	s.relays[r.ID] = r
+	return nil
+}
+
+// ListRelays returns the relay records, by id.
+func (s *Store) ListRelays(ctx context.Context) ([]session.Relay, error) {
+	if err := s.begin(ctx); err != nil {
+		return nil, fmt.Errorf("list relays: %w", err)
+	}
+	defer s.mu.Unlock()
+	out := make([]session.Relay, 0, len(s.relays))
+	for _, r := range s.relays {
+		out = append(out, r)
+	}
+	slices.SortFunc(out, func(a, b session.Relay) int { return cmp.Compare(a.ID, b.ID) })
+	return out, nil
+}
+
+// DeleteRelay forgets a relay record.
+func (s *Store) DeleteRelay(ctx context.Context, id string) error {
+	if err := s.begin(ctx); err != nil {
+		return fmt.Errorf("delete relay %s: %w", id, err)
+	}
+	defer s.mu.Unlock()
+	delete(s.relays, id)
+	return nil
+}

@@ -42,6 +42,13 @@ type Session struct {
 	// TraceID is the trace of the request that last started a task.
 	TraceID string `json:"traceId,omitempty"`
 
+	// ConnectToken is the task token of a restart's wait_connection step
+	// (Step Functions), and ConnectedTaskID the task the relay saw connect
+	// and become ready during a restart. Whichever of the relay and the
+	// step writes second completes the step, so neither order loses it.
+	ConnectToken    string `json:"connectToken,omitempty"`
+	ConnectedTaskID string `json:"connectedTaskId,omitempty"`
+
 	CreatedAt time.Time `json:"createdAt"`
 	UpdatedAt time.Time `json:"updatedAt"`
 	// Version increases on every write; writes are conditional on it.
@@ -94,6 +101,19 @@ var (
 	ErrNoWarmTask = errors.New("no warm task available")
 )
 
+// Relay is a relay's record in the store: how to reach it, and when it was
+// last alive. Sessions are assigned to healthy relays.
+type Relay struct {
+	ID string `json:"id"`
+	// ClientURL is the client socket URL (wss://.../ws) handed to clients.
+	ClientURL string `json:"clientUrl"`
+	// TaskURL is the base URL tasks connect to.
+	TaskURL string `json:"taskUrl"`
+	// ControlURL is the base URL of the relay's internal control API.
+	ControlURL  string    `json:"controlUrl"`
+	HeartbeatAt time.Time `json:"heartbeatAt"`
+}
+
 // Store keeps sessions, warm tasks and users' POSIX ids. Writes of a record
 // are conditional on its Version, so that two writers never both win; in
 // DynamoDB that is a conditional write, on one machine a mutex.
@@ -129,6 +149,13 @@ type Store interface {
 	DeleteWarmTask(ctx context.Context, id string) error
 	// ListWarmTasks returns the warm tasks of a relay.
 	ListWarmTasks(ctx context.Context, relayID string) ([]WarmTask, error)
+
+	// PutRelay creates or replaces a relay's record (its heartbeat).
+	PutRelay(ctx context.Context, r Relay) error
+	// ListRelays returns every relay record.
+	ListRelays(ctx context.Context) ([]Relay, error)
+	// DeleteRelay removes a relay's record; no error if it is gone.
+	DeleteRelay(ctx context.Context, id string) error
 }
 
 // TaskState is a task's state as the runner reports it.
