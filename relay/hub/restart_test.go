@@ -403,7 +403,6 @@ func agentExits(r *rig, b *bridge, why string) {
 // relay gives up on it (protocol.md: the message names the concrete cause,
 // for example the ECS stop reason).
 func TestCrashLoopNamesStopReasonOfKilledTask(t *testing.T) {
-	t.Skip("known bug: taskLost reports only the socket close, not the runner's stop reason, when a task dies without last words")
 	synctest.Test(t, func(t *testing.T) {
 		r := newRig(t)
 		defer r.close()

@@ -140,7 +140,10 @@ func (s *sess) recover(rec session.Session) {
 		st, err := s.h.svc.Runner.Describe(ctx, rec.TaskHandle)
 		if err == nil && (st.State == session.TaskRunning || st.State == session.TaskPending) {
 			s.mu.Lock()
-			s.setState(wire.StateStarting)
+			s.state = wire.StateStarting
+			if s.client != nil {
+				s.client.send(statusFrame(wire.StateStarting))
+			}
 			s.watchStartFor(rec, s.h.cfg.ReconnectWait)
 			s.mu.Unlock()
 			return
@@ -416,8 +419,10 @@ func (s *sess) taskFrame(tc *taskConn, in wire.Inbound) {
 }
 
 // output passes agent output to the client, or keeps it while the client
-// is away (bounded; the client hears of anything dropped). A slow client
-// makes the task's reader wait rather than pile output up.
+// is away (bounded; the client hears of anything dropped). Output goes
+// through the client's queue, not inline, so that the relay reads the
+// task's output ahead of a slow client and flushes it at shutdown; past
+// backpressureBytes the task's reader waits rather than pile output up.
 func (s *sess) output(tc *taskConn, data string) {
 	s.mu.Lock()
 	if s.task != tc {
@@ -430,26 +435,13 @@ func (s *sess) output(tc *taskConn, data string) {
 		s.roundtripFrom = time.Time{}
 	}
 	c := s.client
-	if c == nil {
+	if c == nil || !c.send(wire.Output{Type: wire.TypeOutput, Data: data}) {
 		s.keep(data)
 		s.mu.Unlock()
 		return
 	}
 	s.mu.Unlock()
 
-	frame := wire.Output{Type: wire.TypeOutput, Data: data}
-	if !c.sendNow(frame) {
-		// The client left meanwhile: hand the output to whoever is
-		// attached now, or keep it for the next one.
-		s.mu.Lock()
-		if s.task == tc {
-			if s.client == nil || !s.client.send(frame) {
-				s.keep(data)
-			}
-		}
-		s.mu.Unlock()
-		return
-	}
 	for {
 		n, drained := c.backlog()
 		if n < backpressureBytes {
@@ -642,6 +634,14 @@ func (s *sess) taskLost(tc *taskConn, reason string) {
 	}
 	s.mu.Unlock()
 
+	if s.h.isClosing() {
+		// The relay is going away, not the task: the task reconnects to
+		// the next relay and the session stays as it is.
+		return
+	}
+	if _, said := tc.lastWords.Load().(string); !said {
+		reason = s.stopReason(ctx, tc.id, reason)
+	}
 	s.log.InfoContext(ctx, "task lost", logging.KeyEvent, "task_lost", logging.KeyTaskArn, tc.id, "reason", reason)
 	rec, _, err := s.h.svc.MarkStopped(ctx, s.id, tc.id)
 	if err != nil {
@@ -682,6 +682,22 @@ func (s *sess) taskLost(tc *taskConn, reason string) {
 	}
 	s.mu.Unlock()
 	s.restart(reason)
+}
+
+// stopReason asks the runner why a task that left without last words
+// ended (the ECS stop reason, or the bridge's exit status); fallback if the
+// runner does not know yet. It does not wait: a restart must not be held
+// up by a task that is only slow to report.
+func (s *sess) stopReason(ctx context.Context, taskID, fallback string) string {
+	rec, err := s.h.svc.Store.GetSession(ctx, s.id)
+	if err != nil || rec.TaskID != taskID || rec.TaskHandle == "" {
+		return fallback
+	}
+	st, err := s.h.svc.Runner.Describe(ctx, rec.TaskHandle)
+	if err != nil || st.StopReason == "" {
+		return fallback
+	}
+	return "task stopped: " + st.StopReason
 }
 
 // end closes a deleted session's sockets.

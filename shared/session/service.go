@@ -284,15 +284,19 @@ func (s *Service) GetView(ctx context.Context, userID, id string) (View, error) 
 	return s.view(sess, false)
 }
 
-// Delete ends a session: its task is stopped, its workspace kept. A
-// concurrent change of the record (the relay marking the task ready) makes
-// it read the record again and stop whatever task it names then.
+// Delete ends a session: its task is stopped, its workspace kept. The
+// relay hears of it first, so that it takes the task's exit for the end it
+// is rather than a crash to restart from. A concurrent change of the
+// record makes it read the record again and stop whatever task it names.
 func (s *Service) Delete(ctx context.Context, r Request, userID, id string) error {
+	sess, err := s.Get(ctx, userID, id)
+	if err != nil {
+		return err
+	}
+	if s.Notifier != nil {
+		s.Notifier.SessionEnded(id)
+	}
 	for attempt := 0; ; attempt++ {
-		sess, err := s.Get(ctx, userID, id)
-		if err != nil {
-			return err
-		}
 		if sess.TaskHandle != "" {
 			if err := s.Runner.Stop(ctx, sess.TaskHandle, "session ended by its user"); err != nil {
 				return fmt.Errorf("stop task %s: %w", sess.TaskID, err)
@@ -300,13 +304,13 @@ func (s *Service) Delete(ctx context.Context, r Request, userID, id string) erro
 		}
 		err = s.Store.DeleteSession(ctx, id, sess.Version)
 		if errors.Is(err, ErrConflict) && attempt < 10 {
+			if sess, err = s.Get(ctx, userID, id); err != nil {
+				return err
+			}
 			continue
 		}
 		if err != nil {
 			return fmt.Errorf("delete session %s: %w", id, err)
-		}
-		if s.Notifier != nil {
-			s.Notifier.SessionEnded(id)
 		}
 		s.logger(r, sess).InfoContext(ctx, "session ended", logging.KeyEvent, "session_deleted",
 			logging.KeyTaskArn, sess.TaskHandle)

@@ -508,7 +508,6 @@ func TestWarmPoolEmptyOrOff(t *testing.T) {
 // A claimed warm task that cannot take its user (its socket is gone) is
 // stopped and forgotten, and the start falls back to a cold task (R8).
 func TestWarmClaimFallsBackToCold(t *testing.T) {
-	t.Skip("known bug: startWarm leaves the claimed task on the record when InitUser fails, so startCold refuses with ErrBusy")
 	synctest.Test(t, func(t *testing.T) {
 		e := newEnv(t, session.Config{WarmPool: true})
 		e.putWarm("w_1", session.WarmAvailable)

@@ -105,8 +105,24 @@ func (s *Service) startWarm(ctx context.Context, log *slog.Logger, sess Session,
 			log.WarnContext(ctx, "stop unusable warm task", logging.KeyEvent, "warm_stop_failed",
 				logging.KeyTaskArn, w.Handle, "error", serr.Error())
 		}
-		s.Store.DeleteWarmTask(ctx, w.ID)
-		return sess, false
+		if derr := s.Store.DeleteWarmTask(ctx, w.ID); derr != nil {
+			log.WarnContext(ctx, "remove unusable warm task", logging.KeyEvent, "warm_update_failed",
+				logging.KeyTaskArn, w.Handle, "error", derr.Error())
+		}
+		// Take the warm task off the record again, so the cold start may
+		// name its own.
+		cleared, cerr := s.updateSession(ctx, sess.ID, func(cur *Session) error {
+			if cur.TaskID != w.ID {
+				return errNoChange
+			}
+			cur.TaskID, cur.TaskHandle, cur.Warm = "", "", false
+			cur.Start.WarmClaimMs = 0
+			return nil
+		})
+		if cerr != nil {
+			return sess, false
+		}
+		return cleared, false
 	}
 
 	log = log.With(logging.KeyTaskArn, w.Handle)
