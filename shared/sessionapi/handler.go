@@ -69,7 +69,11 @@ func (h *Handler) Handle(ctx context.Context, req events.APIGatewayV2HTTPRequest
 	if r.RequestID == "" {
 		r.RequestID = newRequestID()
 	}
-	log := logging.Module(h.Log, "api").With(logging.KeyTraceID, r.TraceID, logging.KeyRequestID, r.RequestID)
+	base := h.Log
+	if base == nil {
+		base = logging.Discard()
+	}
+	log := logging.Module(base, "api").With(logging.KeyTraceID, r.TraceID, logging.KeyRequestID, r.RequestID)
 
 	resp := h.route(ctx, log, r, req)
 	if resp.Headers == nil {
