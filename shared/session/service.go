@@ -86,6 +86,13 @@ type Config struct {
 	// StaleRestart is how old a "restarting" record must be before a
 	// resume takes the session over (the restart's owner died).
 	StaleRestart time.Duration
+	// AssignRelays gives each new session to a healthy relay from the
+	// store by rendezvous hashing (several relays, in AWS); otherwise every
+	// session belongs to RelayID.
+	AssignRelays bool
+	// RelayMaxAge is how old a relay's heartbeat may be for it to count as
+	// healthy (90 s).
+	RelayMaxAge time.Duration
 }
 
 func (c *Config) defaults() {
@@ -103,6 +110,9 @@ func (c *Config) defaults() {
 	}
 	if c.StaleRestart == 0 {
 		c.StaleRestart = time.Minute
+	}
+	if c.RelayMaxAge == 0 {
+		c.RelayMaxAge = 90 * time.Second
 	}
 }
 
@@ -151,6 +161,8 @@ type View struct {
 	TicketExpiresAt time.Time
 	// Created is true for a new session, false for a resumed one.
 	Created bool
+	// RelayURL is the client socket URL of the session's relay.
+	RelayURL string
 }
 
 // Request carries the ids of the calling request, for logs.
@@ -177,11 +189,16 @@ func (s *Service) logger(r Request, sess Session) *slog.Logger {
 // is free, else cold). It does not wait for the task.
 func (s *Service) Create(ctx context.Context, r Request, userID string) (View, error) {
 	now := s.Clock.Now()
+	id := NewID("s_")
+	relay, err := s.assignRelay(ctx, id)
+	if err != nil {
+		return View{}, err
+	}
 	sess, err := s.Store.CreateSession(ctx, Session{
-		ID:        NewID("s_"),
+		ID:        id,
 		UserID:    userID,
 		State:     StateStarting,
-		RelayID:   s.cfg.RelayID,
+		RelayID:   relay.ID,
 		TraceID:   r.TraceID,
 		CreatedAt: now,
 		UpdatedAt: now,
@@ -197,7 +214,7 @@ func (s *Service) Create(ctx context.Context, r Request, userID string) (View, e
 	}
 	logging.Event(ctx, log, slog.LevelInfo, events.SessionCreated, "session created",
 		slog.Bool(events.FieldResumed, false), slog.Bool(events.FieldWarm, sess.Warm))
-	return s.view(sess, true)
+	return s.view(ctx, sess, true)
 }
 
 // Resume returns the user's session id, starting a task for it if it has
@@ -233,7 +250,7 @@ func (s *Service) Resume(ctx context.Context, r Request, userID, id string) (Vie
 	}
 	logging.Event(ctx, log, slog.LevelInfo, events.SessionCreated, "session resumed",
 		slog.Bool(events.FieldResumed, true), slog.Bool(events.FieldWarm, sess.Warm))
-	return s.view(sess, false)
+	return s.view(ctx, sess, false)
 }
 
 // needsTask reports whether a resumed session must get a new task: it has
@@ -281,7 +298,7 @@ func (s *Service) GetView(ctx context.Context, userID, id string) (View, error) 
 	if err != nil {
 		return View{}, err
 	}
-	return s.view(sess, false)
+	return s.view(ctx, sess, false)
 }
 
 // Delete ends a session: its task is stopped, its workspace kept. The
@@ -318,14 +335,18 @@ func (s *Service) Delete(ctx context.Context, r Request, userID, id string) erro
 	}
 }
 
-func (s *Service) view(sess Session, created bool) (View, error) {
+func (s *Service) view(ctx context.Context, sess Session, created bool) (View, error) {
 	tk, exp, err := s.Tickets.Sign(ticket.Claims{
 		Kind: ticket.KindClient, UserID: sess.UserID, SessionID: sess.ID, Resumed: !created,
 	}, s.Clock.Now(), s.cfg.TicketTTL)
 	if err != nil {
 		return View{}, fmt.Errorf("issue ticket: %w", err)
 	}
-	return View{Session: sess, Ticket: tk, TicketExpiresAt: exp, Created: created}, nil
+	relay, err := s.relayOf(ctx, sess.RelayID)
+	if err != nil {
+		return View{}, fmt.Errorf("find the session's relay: %w", err)
+	}
+	return View{Session: sess, Ticket: tk, TicketExpiresAt: exp, Created: created, RelayURL: relay.ClientURL}, nil
 }
 
 // NewID returns a random id with the given prefix.

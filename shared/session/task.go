@@ -71,7 +71,7 @@ func (s *Service) StartTask(ctx context.Context, r Request, sess Session, restar
 
 func (s *Service) startWarm(ctx context.Context, log *slog.Logger, sess Session, uid int) (Session, bool) {
 	t0 := s.Clock.Now()
-	w, err := s.Store.ClaimWarmTask(ctx, s.cfg.RelayID, sess.ID, t0)
+	w, err := s.Store.ClaimWarmTask(ctx, sess.RelayID, sess.ID, t0)
 	if errors.Is(err, ErrNoWarmTask) {
 		return sess, false
 	}
@@ -162,13 +162,17 @@ func (s *Service) startCold(ctx context.Context, log *slog.Logger, sess Session,
 		s.Notifier.SessionChanged(sess.ID)
 	}
 
+	relay, err := s.relayOf(ctx, sess.RelayID)
+	if err != nil {
+		return sess, &StartError{Step: StepStartTask, Err: err}
+	}
 	t0 := s.Clock.Now()
 	handle, err := s.Runner.Run(ctx, TaskSpec{
 		TaskID:     taskID,
 		SessionID:  sess.ID,
 		UserID:     sess.UserID,
 		UID:        uid,
-		RelayURL:   s.cfg.TaskRelayURL,
+		RelayURL:   relay.TaskURL,
 		Credential: cred,
 	})
 	runMs := s.Clock.Now().Sub(t0).Milliseconds()

@@ -57,7 +57,8 @@ type ErrorObject struct {
 // Handler serves the session API.
 type Handler struct {
 	Svc *session.Service
-	// RelayURL is the client socket URL put in session objects.
+	// RelayURL is the client socket URL put in session objects whose
+	// relay has none on record.
 	RelayURL string
 	Log      *slog.Logger
 }
@@ -157,10 +158,14 @@ func (h *Handler) createOrResume(ctx context.Context, log *slog.Logger, r sessio
 }
 
 func (h *Handler) sessionResponse(status int, v session.View) events.APIGatewayV2HTTPResponse {
+	relayURL := v.RelayURL
+	if relayURL == "" {
+		relayURL = h.RelayURL
+	}
 	body, _ := json.Marshal(SessionObject{
 		SessionID:       v.Session.ID,
 		State:           string(v.Session.State),
-		RelayURL:        h.RelayURL,
+		RelayURL:        relayURL,
 		Ticket:          v.Ticket,
 		TicketExpiresAt: v.TicketExpiresAt.UTC().Format(time.RFC3339),
 		Warm:            v.Session.Warm,
