@@ -53,6 +53,7 @@ type options struct {
 	hold     time.Duration
 	dataDir  string
 	maxFrame int
+	control  bool
 	// page serves the web page at the product's root.
 	page bool
 }
@@ -79,6 +80,7 @@ func startProduct(t *testing.T, o options) *local.Product {
 		WarmPool:       o.warm > 0,
 		WarmPoolSize:   o.warm,
 		RefillInterval: time.Second,
+		Control:        o.control,
 		Static:         static,
 		Hub: hub.Config{
 			IdleTimeout: o.idle,

@@ -60,6 +60,9 @@ type Config struct {
 	Session session.Config
 	// Static serves the web page; may be nil.
 	Static http.Handler
+	// Control turns on the relay's control API, for a control plane in
+	// another process (tests of the AWS path).
+	Control bool
 	// LogOutput receives the relay's log lines besides the log files
 	// (stdout for `make run`); nil means the files only.
 	LogOutput io.Writer
@@ -203,6 +206,7 @@ func Start(ctx context.Context, cfg Config) (*Product, error) {
 			API:       &sessionapi.Handler{Svc: p.Svc, RelayURL: scfg.ClientRelayURL, Log: log},
 			DevJWTKey: p.Keys.DevJWT,
 			Static:    cfg.Static,
+			Control:   cfg.Control,
 			Log:       log,
 		}),
 		ReadHeaderTimeout: 10 * time.Second,

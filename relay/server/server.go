@@ -32,6 +32,9 @@ type Options struct {
 	API *sessionapi.Handler
 	// DevJWTKey signs and checks development tokens for /api (one machine).
 	DevJWTKey []byte
+	// Control turns on the control API (relayclient) for a control plane
+	// in other processes (AWS); one machine has no need of it.
+	Control bool
 	// Static serves the web page at /; may be nil.
 	Static http.Handler
 	Clock  session.Clock
@@ -64,6 +67,9 @@ func New(o Options) *Server {
 	s.mux.HandleFunc("GET /internal/task/{sessionId}", s.task)
 	s.mux.HandleFunc("GET /internal/warm/{taskId}", s.warm)
 	s.mux.HandleFunc("GET /healthz", s.health)
+	if o.Control {
+		s.mux.HandleFunc("POST /internal/control/", s.control)
+	}
 	if o.API != nil {
 		s.mux.HandleFunc("GET /api/dev/token", s.devToken)
 		s.mux.HandleFunc("/api/", s.api)

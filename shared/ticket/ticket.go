@@ -32,6 +32,9 @@ var (
 const (
 	KindClient = "client"
 	KindTask   = "task"
+	// KindControl authenticates the control plane's calls to a relay's
+	// control API (signed with the task keys).
+	KindControl = "control"
 )
 
 // Claims is what a ticket or task credential states.
