@@ -492,17 +492,21 @@ func rss(b *testing.B, pid int) int64 {
 	return 0
 }
 
-// bridgeRSS averages the resident size of the relay's child bridges.
+// bridgeRSS averages the resident size of the relay's child bridges (the
+// children of any of its threads: bridges are started from locked threads).
 func bridgeRSS(b *testing.B, relayPid int) float64 {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", relayPid, relayPid))
-	if err != nil {
-		return 0
-	}
+	files, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", relayPid))
 	var total, count float64
-	for _, f := range strings.Fields(string(data)) {
-		pid, _ := strconv.Atoi(f)
-		total += float64(rss(b, pid))
-		count++
+	for _, name := range files {
+		data, err := os.ReadFile(name)
+		if err != nil {
+			continue
+		}
+		for _, f := range strings.Fields(string(data)) {
+			pid, _ := strconv.Atoi(f)
+			total += float64(rss(b, pid))
+			count++
+		}
 	}
 	if count == 0 {
 		return 0
