@@ -155,21 +155,33 @@ func (m *Moto) Config() aws.Config {
 		Region:       Region,
 		Credentials:  credentials.NewStaticCredentialsProvider("testing", "testing", ""),
 		BaseEndpoint: aws.String(m.URL),
-		HTTPClient:   &http.Client{Transport: ecsCPUFix{http.DefaultTransport}, Timeout: 30 * time.Second},
+		HTTPClient: &http.Client{
+			Transport: &dynamoSerial{next: ecsCPUFix{http.DefaultTransport}},
+			Timeout:   30 * time.Second,
+		},
 	}
 }
 
-// ecsCPUFix turns a container's numeric "cpu" in ECS answers into the
-// string the Go SDK expects (moto gap: moto 5.2.1 answers RunTask,
-// DescribeTasks and StopTask with cpu as a number, and the SDK refuses to
-// deserialize them).
+// ecsCPUFix turns the numeric "cpu", "memory" and "memoryReservation" of
+// tasks and containers in ECS's task answers into the strings the Go SDK
+// expects (moto gap: moto 5.2.1 answers RunTask, DescribeTasks and
+// StopTask with them as numbers, and the SDK refuses to deserialize them).
+// Other answers (task definitions) carry them as numbers rightly and pass
+// unchanged.
 type ecsCPUFix struct{ next http.RoundTripper }
 
-var cpuNumber = regexp.MustCompile(`"cpu":\s*(-?\d+)`)
+var cpuNumber = regexp.MustCompile(`"(cpu|memory|memoryReservation)":\s*(-?\d+)`)
+
+// taskAnswers are the ECS operations whose answers carry tasks.
+var taskAnswers = map[string]bool{
+	"AmazonEC2ContainerServiceV20141113.RunTask":       true,
+	"AmazonEC2ContainerServiceV20141113.DescribeTasks": true,
+	"AmazonEC2ContainerServiceV20141113.StopTask":      true,
+}
 
 func (f ecsCPUFix) RoundTrip(req *http.Request) (*http.Response, error) {
 	resp, err := f.next.RoundTrip(req)
-	if err != nil || !strings.HasPrefix(req.Header.Get("X-Amz-Target"), "AmazonEC2ContainerServiceV20141113.") {
+	if err != nil || !taskAnswers[req.Header.Get("X-Amz-Target")] {
 		return resp, err
 	}
 	body, err := io.ReadAll(resp.Body)
@@ -178,12 +190,43 @@ func (f ecsCPUFix) RoundTrip(req *http.Request) (*http.Response, error) {
 		return nil, err
 	}
 	body = cpuNumber.ReplaceAllFunc(body, func(m []byte) []byte {
-		n := cpuNumber.FindSubmatch(m)[1]
-		return []byte(`"cpu":` + strconv.Quote(string(n)))
+		sub := cpuNumber.FindSubmatch(m)
+		return []byte(`"` + string(sub[1]) + `":` + strconv.Quote(string(sub[2])))
 	})
 	resp.Body = io.NopCloser(bytes.NewReader(body))
 	resp.ContentLength = int64(len(body))
 	resp.Header.Set("Content-Length", strconv.Itoa(len(body)))
+	return resp, nil
+}
+
+// dynamoSerial sends DynamoDB requests one at a time (moto gap: moto 5.2.1
+// serves requests on several threads and checks a conditional UpdateItem's
+// condition and applies it without a lock, so two racing conditional
+// writes can both win; real DynamoDB applies each item write atomically).
+// Callers still interleave between their own calls, so claim races are
+// still exercised.
+type dynamoSerial struct {
+	mu   sync.Mutex
+	next http.RoundTripper
+}
+
+func (d *dynamoSerial) RoundTrip(req *http.Request) (*http.Response, error) {
+	if !strings.HasPrefix(req.Header.Get("X-Amz-Target"), "DynamoDB_") {
+		return d.next.RoundTrip(req)
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	resp, err := d.next.RoundTrip(req)
+	if err != nil {
+		return nil, err
+	}
+	// Read the answer while holding the lock: the write is done by then.
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		return nil, err
+	}
+	resp.Body = io.NopCloser(bytes.NewReader(body))
 	return resp, nil
 }
 
