@@ -298,6 +298,53 @@ func TestOneUserCannotReadAnothersWorkspace(t *testing.T) {
 	if strings.Contains(out, "uid=0") {
 		t.Errorf("alice's agent runs as root; output: %q", out)
 	}
+
+	// Nor can her agent sign in as bob through the development tokens.
+	alice.input("curl -s -o /dev/null -w 'signin=%{http_code}' '" + p.URL + "/api/dev/token?user=bob'; echo\r")
+	alice.waitOutput("signin=", wait)
+	alice.waitFor(0, wait, "the sign-in's answer", func(f frame) bool { return strings.Contains(f.Data, "signin=") && !strings.Contains(f.Data, "curl") })
+	if out := alice.output(); !strings.Contains(out, "signin=403") {
+		t.Errorf("an agent signed in as another user; output: %q", out)
+	}
+}
+
+func TestOnlyLoopbackNamesAreServed(t *testing.T) {
+	p := startProduct(t, options{})
+	for _, tc := range []struct {
+		host   string
+		status int
+	}{
+		{"127.0.0.1", 200},
+		{"localhost", 200},
+		{"evil.example", http.StatusMisdirectedRequest},
+	} {
+		req, _ := http.NewRequest(http.MethodGet, p.URL+"/api/dev/token?user=x", nil)
+		req.Host = tc.host + p.URL[strings.LastIndex(p.URL, ":"):]
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != tc.status {
+			t.Errorf("Host %s: status %d; want %d", req.Host, resp.StatusCode, tc.status)
+		}
+	}
+
+	// A page from another origin may not open the client socket; one
+	// served as localhost may, though the socket URL says 127.0.0.1.
+	s := newAPIClient(t, p.URL, "nina").create()
+	port := p.URL[strings.LastIndex(p.URL, ":"):]
+	for origin, ok := range map[string]bool{"http://evil.example" + port: false, "http://localhost" + port: true} {
+		h := http.Header{}
+		h.Set("Origin", origin)
+		c, _, err := websocket.DefaultDialer.Dial(s.RelayURL+"?ticket="+url.QueryEscape(s.Ticket), h)
+		if (err == nil) != ok {
+			t.Errorf("origin %s: dial error %v; want allowed %v", origin, err, ok)
+		}
+		if c != nil {
+			c.Close()
+		}
+	}
 }
 
 func TestShutdownTellsClientsToReconnect(t *testing.T) {

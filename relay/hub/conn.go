@@ -3,8 +3,11 @@ package hub
 import (
 	"encoding/json"
 	"errors"
+	"strings"
 	"sync"
 	"time"
+
+	"github.com/aishell/aishell/relay/wire"
 )
 
 // Transport is one socket as the hub sees it: whole text frames in and out.
@@ -52,8 +55,11 @@ type conn struct {
 	ping    time.Duration
 	timeout time.Duration
 
-	mu      sync.Mutex // guards queue, queued, writing, closing, closeCode, closeMsg
-	queue   [][]byte
+	mu    sync.Mutex // guards queue, queued, unsent, writing, closing, closeCode, closeMsg
+	queue []frame
+	// unsent holds the frames a failed socket never took, so that output
+	// in them can be kept for the client's return.
+	unsent  []frame
 	queued  int
 	writing bool // a goroutine (the writer, or a sendNow) is writing
 	closing bool
@@ -64,6 +70,12 @@ type conn struct {
 	wake    chan struct{} // a frame or a close was queued
 	drained chan struct{} // replaced and closed whenever the queue empties
 	done    chan struct{} // closed when the writer has finished
+}
+
+// frame is one queued frame; output frames also carry their data.
+type frame struct {
+	p      []byte
+	output string
 }
 
 func newConn(t Transport, ping time.Duration) *conn {
@@ -88,16 +100,43 @@ func (c *conn) send(v any) bool {
 }
 
 func (c *conn) sendRaw(p []byte) bool {
+	return c.enqueue(frame{p: p})
+}
+
+// sendOutput queues an output frame whose data is kept if the socket
+// fails before taking it.
+func (c *conn) sendOutput(data string) bool {
+	p, err := json.Marshal(wire.Output{Type: wire.TypeOutput, Data: data})
+	if err != nil {
+		return false
+	}
+	return c.enqueue(frame{p: p, output: data})
+}
+
+func (c *conn) enqueue(f frame) bool {
 	c.mu.Lock()
 	if c.closing {
 		c.mu.Unlock()
 		return false
 	}
-	c.queue = append(c.queue, p)
-	c.queued += len(p)
+	c.queue = append(c.queue, f)
+	c.queued += len(f.p)
 	c.mu.Unlock()
 	c.signal()
 	return true
+}
+
+// unsentOutput returns, in order, the output data of frames the socket
+// never took. Call it after the conn is done.
+func (c *conn) unsentOutput() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var b strings.Builder
+	for _, f := range append(c.unsent, c.queue...) {
+		b.WriteString(f.output)
+	}
+	c.unsent, c.queue = nil, nil
+	return b.String()
 }
 
 // sendNow writes v at once when nothing is queued or being written, else
@@ -115,7 +154,7 @@ func (c *conn) sendNow(v any) bool {
 		return false
 	}
 	if c.writing || len(c.queue) > 0 {
-		c.queue = append(c.queue, p)
+		c.queue = append(c.queue, frame{p: p})
 		c.queued += len(p)
 		c.mu.Unlock()
 		c.signal()
@@ -204,13 +243,18 @@ func (c *conn) writeLoop() {
 		closing, code, msg := c.closing, c.closeCode, c.closeMsg
 		c.mu.Unlock()
 
-		for _, p := range batch {
-			if err := c.t.WriteFrame(p); err != nil {
+		for i, f := range batch {
+			if err := c.t.WriteFrame(f.p); err != nil {
+				// The frame that failed may or may not have left; count it
+				// unsent: a repeat beats a loss.
+				c.mu.Lock()
+				c.queue = append(batch[i:], c.queue...)
+				c.mu.Unlock()
 				c.fail()
 				return
 			}
 			c.mu.Lock()
-			c.queued -= len(p)
+			c.queued -= len(f.p)
 			c.mu.Unlock()
 		}
 		c.mu.Lock()
@@ -239,10 +283,12 @@ func (c *conn) writeLoop() {
 	}
 }
 
-// fail marks the conn closed after a write error and wakes any waiter.
+// fail marks the conn closed after a write error, sets what it never sent
+// aside, and wakes any waiter.
 func (c *conn) fail() {
 	c.mu.Lock()
 	c.closing = true
+	c.unsent = append(c.unsent, c.queue...)
 	c.queue, c.queued = nil, 0
 	close(c.drained)
 	c.drained = make(chan struct{})

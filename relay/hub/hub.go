@@ -271,9 +271,11 @@ func (h *Hub) ServeClient(t Transport, userID, sessionID string, resumed bool) {
 	reason := h.readLoop(c.conn, func(f []byte) { s.clientFrame(c, f) }, func(code, msg string) {
 		c.send(errFrame(code, msg))
 	})
-	s.detachClient(c, reason)
-	c.close(CloseNormal, "")
+	// The client is gone: stop writing, so that what it did not take is
+	// known before the session keeps it.
+	c.abort()
 	<-c.done
+	s.detachClient(c, reason)
 }
 
 // readLoop reads frames until the socket fails, passing each to handle.

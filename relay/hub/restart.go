@@ -31,10 +31,7 @@ func (s *sess) restart(reason string) {
 	s.restarting = true
 	s.ready = false
 	s.stopIdle()
-	if s.startWatch != nil {
-		s.startWatch.Stop()
-		s.startWatch = nil
-	}
+	s.stopStartWatch()
 	abort := make(chan string, 1)
 	s.restartAbort = abort
 	ctx, cancel := context.WithCancel(context.Background())

@@ -22,6 +22,10 @@ const outputChunk = 32 << 10
 // backpressureBytes is the client backlog past which task output waits.
 const backpressureBytes = 1 << 20
 
+// slowClientLimit is how long task output waits for a client that reads
+// nothing before the client's socket is dropped.
+const slowClientLimit = 10 * time.Second
+
 type clientConn struct {
 	*conn
 	attachedAt time.Time
@@ -57,6 +61,8 @@ type sess struct {
 
 	idle       *time.Timer
 	startWatch *time.Timer
+	// startWaitStop cancels the wait for the starting task's end.
+	startWaitStop context.CancelFunc
 	// restarting guards the session during a restart (R6): no idle timer,
 	// no second restart, socket changes never stop the new task.
 	restarting   bool
@@ -169,11 +175,42 @@ func (s *sess) watchStart(rec session.Session) {
 }
 
 func (s *sess) watchStartFor(rec session.Session, limit time.Duration) {
-	if s.startWatch != nil {
-		s.startWatch.Stop()
-	}
+	s.stopStartWatch()
 	begun := time.Now()
 	s.startWatch = time.AfterFunc(limit, func() { s.startTimedOut(rec, begun) })
+
+	// A runner that hears of a task's end at once fails the start then,
+	// with the task's stop reason, rather than at the time-out.
+	w, ok := s.h.svc.Runner.(session.StopWaiter)
+	if !ok || rec.TaskHandle == "" {
+		return
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s.startWaitStop = cancel
+	go func() {
+		st, err := w.Wait(ctx, rec.TaskHandle)
+		if err != nil {
+			return
+		}
+		s.mu.Lock()
+		live := !s.ready && !s.restarting && !s.ended && s.startWaitStop != nil
+		s.mu.Unlock()
+		if live {
+			s.failStart(context.Background(), rec, "the task stopped before it was ready: "+st.StopReason)
+		}
+	}()
+}
+
+// stopStartWatch disarms the start watchdog. Called with s.mu held.
+func (s *sess) stopStartWatch() {
+	if s.startWatch != nil {
+		s.startWatch.Stop()
+		s.startWatch = nil
+	}
+	if s.startWaitStop != nil {
+		s.startWaitStop()
+		s.startWaitStop = nil
+	}
 }
 
 // startTimedOut fails a start whose task never became ready.
@@ -217,6 +254,7 @@ func (s *sess) failStart(ctx context.Context, rec session.Session, reason string
 		s.mu.Unlock()
 		return
 	}
+	s.stopStartWatch()
 	if s.task != nil {
 		s.task.close(CloseNormal, "start failed")
 		s.task = nil
@@ -247,6 +285,13 @@ func (s *sess) detachClient(c *clientConn, reason string) {
 		return
 	}
 	s.client = nil
+	if out := c.unsentOutput(); out != "" {
+		// Output the socket never took goes before anything kept since.
+		later := s.kept
+		s.kept = nil
+		s.keep(out)
+		s.keep(string(later))
+	}
 	state := events.Idle
 	if s.busy {
 		state = events.Processing
@@ -308,7 +353,13 @@ func (s *sess) idleFired(task *taskConn) {
 func (s *sess) clientFrame(c *clientConn, f []byte) {
 	var in wire.Inbound
 	if err := json.Unmarshal(f, &in); err != nil {
-		c.send(errFrame(wire.CodeBadMessage, "frame is not a JSON object: "+err.Error()))
+		// Name the refused frame's id when it has a readable one.
+		var withID struct {
+			ID string `json:"id"`
+		}
+		json.Unmarshal(f, &withID)
+		c.send(wire.Error{Type: wire.TypeError, ID: withID.ID, Error: wire.ErrorBody{
+			Code: wire.CodeBadMessage, Message: "frame is not a valid message: " + err.Error()}})
 		return
 	}
 	switch in.Type {
@@ -435,21 +486,34 @@ func (s *sess) output(tc *taskConn, data string) {
 		s.roundtripFrom = time.Time{}
 	}
 	c := s.client
-	if c == nil || !c.send(wire.Output{Type: wire.TypeOutput, Data: data}) {
+	if c == nil || !c.sendOutput(data) {
 		s.keep(data)
 		s.mu.Unlock()
 		return
 	}
 	s.mu.Unlock()
 
+	var slow <-chan time.Time
 	for {
 		n, drained := c.backlog()
 		if n < backpressureBytes {
 			return
 		}
+		if slow == nil {
+			t := time.NewTimer(slowClientLimit)
+			defer t.Stop()
+			slow = t.C
+		}
 		select {
 		case <-drained:
 		case <-c.done:
+			return
+		case <-slow:
+			// A client that reads nothing must not stall the task: drop
+			// its socket; what it did not take is kept for its return.
+			s.log.Warn("client reads no output; dropping its socket", logging.KeyEvent, "client_too_slow",
+				"backlogBytes", n)
+			c.abort()
 			return
 		}
 	}
@@ -506,6 +570,10 @@ func (s *sess) taskReady(tc *taskConn) {
 	s.mu.Unlock()
 
 	ctx := context.Background()
+	// A task that was the session's ready task already is reconnecting
+	// (after a relay restart or a network fault): it is not a new start.
+	before, _ := s.h.svc.Store.GetSession(ctx, s.id)
+	reconnect := before.TaskID == tc.id && before.State == session.StateReady
 	rec, err := s.h.svc.MarkReady(ctx, s.id, tc.id)
 	if err != nil {
 		s.log.WarnContext(ctx, "task is not the session's; closing it", logging.KeyEvent, "task_superseded",
@@ -520,16 +588,17 @@ func (s *sess) taskReady(tc *taskConn) {
 	}
 	s.becomeReady(tc, rec)
 	s.mu.Unlock()
+	if reconnect {
+		s.log.InfoContext(ctx, "task reconnected", logging.KeyEvent, "task_reconnected", logging.KeyTaskArn, rec.TaskHandle)
+		return
+	}
 	s.logReady(ctx, tc, rec, false)
 }
 
 // becomeReady delivers queued input to the task, in order, then tells the
 // client. Called with s.mu held.
 func (s *sess) becomeReady(tc *taskConn, rec session.Session) {
-	if s.startWatch != nil {
-		s.startWatch.Stop()
-		s.startWatch = nil
-	}
+	s.stopStartWatch()
 	if s.size != nil {
 		tc.send(*s.size)
 	}
@@ -706,9 +775,7 @@ func (s *sess) end() {
 	defer s.mu.Unlock()
 	s.ended = true
 	s.stopIdle()
-	if s.startWatch != nil {
-		s.startWatch.Stop()
-	}
+	s.stopStartWatch()
 	if s.restartStop != nil {
 		s.restartStop()
 	}
@@ -728,9 +795,7 @@ func (s *sess) shutdown() []*conn {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.stopIdle()
-	if s.startWatch != nil {
-		s.startWatch.Stop()
-	}
+	s.stopStartWatch()
 	var out []*conn
 	if s.client != nil {
 		s.client.send(errFrame(wire.CodeRelayShuttingDown, "the relay is shutting down; resume the session to reconnect"))

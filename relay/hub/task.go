@@ -46,6 +46,11 @@ func (h *Hub) ServeTask(t Transport, sessionID, taskID string) {
 	tc := &taskConn{conn: newConn(t, h.cfg.PingInterval), id: taskID, connectedAt: time.Now()}
 	log := h.log.With(logging.KeySessionID, sessionID, logging.KeyTaskArn, taskID)
 	ctx := context.Background()
+	if h.isClosing() {
+		tc.close(CloseGoingAway, "relay shutting down")
+		<-tc.done
+		return
+	}
 
 	rec, waited, ok := h.hold(ctx, sessionID, taskID)
 	if !ok {

@@ -165,6 +165,9 @@ func Start(ctx context.Context, cfg Config) (*Product, error) {
 	}
 
 	relayID := "relay-" + Env
+	if err := forgetDeadTasks(ctx, p.Store, relayID, log); err != nil {
+		return nil, p.fail(err)
+	}
 	scfg := cfg.Session
 	scfg.RelayID = relayID
 	scfg.ClientRelayURL = "ws://" + addr + "/ws"
@@ -207,7 +210,11 @@ func Start(ctx context.Context, cfg Config) (*Product, error) {
 			DevJWTKey: p.Keys.DevJWT,
 			Static:    cfg.Static,
 			Control:   cfg.Control,
-			Log:       log,
+			// Answer only to loopback names (no DNS rebinding), and let no
+			// user's agent sign in as anyone.
+			AllowedHosts: []string{"127.0.0.1", "localhost"},
+			DenyPeerUID:  denyAgents(),
+			Log:          log,
 		}),
 		ReadHeaderTimeout: 10 * time.Second,
 	}
@@ -248,6 +255,54 @@ func (p *Product) closeLogs() {
 	for _, f := range p.logFiles {
 		f.Close()
 	}
+}
+
+// forgetDeadTasks brings the store in line with a machine where no task of
+// an earlier run survives (they are child processes): warm task records
+// are dropped, and sessions that had a task are marked stopped, so that
+// their users' return restarts them (R5) instead of waiting for a task
+// that will never connect.
+func forgetDeadTasks(ctx context.Context, st *localstore.Store, relayID string, log *slog.Logger) error {
+	warm, err := st.ListWarmTasks(ctx, relayID)
+	if err != nil {
+		return err
+	}
+	for _, w := range warm {
+		if err := st.DeleteWarmTask(ctx, w.ID); err != nil {
+			return err
+		}
+	}
+	sessions, err := st.ListSessions(ctx)
+	if err != nil {
+		return err
+	}
+	stopped := 0
+	for _, s := range sessions {
+		if s.State == session.StateStopped {
+			continue
+		}
+		s.State = session.StateStopped
+		if _, err := st.UpdateSession(ctx, s); err != nil {
+			return err
+		}
+		stopped++
+	}
+	if len(warm) > 0 || stopped > 0 {
+		log.Info("tasks of the previous run are gone", logging.KeyEvent, "previous_tasks_forgotten",
+			"warmTasks", len(warm), "sessionsStopped", stopped)
+	}
+	return nil
+}
+
+// denyAgents returns the uid rule of sign-in: when the product runs as
+// root, agents run under uids from localstore.FirstUID up and may not
+// sign in; otherwise agents share the product's uid and there is no
+// isolation to keep (the README says so).
+func denyAgents() func(int) bool {
+	if os.Geteuid() != 0 {
+		return nil
+	}
+	return func(uid int) bool { return uid >= localstore.FirstUID }
 }
 
 // Close shuts the product down: clients are told to reconnect (1001), the

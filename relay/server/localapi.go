@@ -19,6 +19,9 @@ const devTokenTTL = 12 * time.Hour
 
 // devToken answers {"token": "<jwt>"} for ?user=NAME, on one machine only.
 func (s *Server) devToken(w http.ResponseWriter, r *http.Request) {
+	if s.refusePeer(w, r) {
+		return
+	}
 	user := r.URL.Query().Get("user")
 	if user == "" || len(user) > 128 {
 		writeAPIError(w, http.StatusBadRequest, sessionapi.CodeBadRequest, "user must be 1 to 128 bytes")

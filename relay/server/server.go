@@ -6,8 +6,10 @@ package server
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
@@ -35,6 +37,14 @@ type Options struct {
 	// Control turns on the control API (relayclient) for a control plane
 	// in other processes (AWS); one machine has no need of it.
 	Control bool
+	// AllowedHosts are the host names the relay answers to (one machine:
+	// 127.0.0.1 and localhost); empty allows any. It also decides which
+	// page origins may open the client socket.
+	AllowedHosts []string
+	// DenyPeerUID refuses sign-in (development tokens) to loopback peers
+	// whose uid it names: one machine's agents run under their own uids and
+	// must not sign in as another user.
+	DenyPeerUID func(uid int) bool
 	// Static serves the web page at /; may be nil.
 	Static http.Handler
 	Clock  session.Clock
@@ -72,17 +82,44 @@ func New(o Options) *Server {
 	}
 	if o.API != nil {
 		s.mux.HandleFunc("GET /api/dev/token", s.devToken)
+		s.mux.HandleFunc("/api/dev/token", func(w http.ResponseWriter, r *http.Request) {
+			writeAPIError(w, http.StatusMethodNotAllowed, "METHOD_NOT_ALLOWED", r.Method+" not allowed; use GET")
+		})
 		s.mux.HandleFunc("/api/", s.api)
 	}
 	if o.Static != nil {
 		s.mux.Handle("/", o.Static)
 	}
+	s.upgrader.CheckOrigin = s.checkOrigin
 	return s
 }
 
 // ServeHTTP implements http.Handler.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if !s.hostAllowed(r.Host) {
+		writeAPIError(w, http.StatusMisdirectedRequest, "WRONG_HOST",
+			fmt.Sprintf("this server answers to %s, not %q", strings.Join(s.o.AllowedHosts, " or "), r.Host))
+		return
+	}
 	s.mux.ServeHTTP(w, r)
+}
+
+// checkOrigin lets a page open the client socket if it has no Origin (not
+// a browser) or comes from an allowed host, or, with no list, from the
+// socket's own host.
+func (s *Server) checkOrigin(r *http.Request) bool {
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return true
+	}
+	u, err := url.Parse(origin)
+	if err != nil {
+		return false
+	}
+	if len(s.o.AllowedHosts) == 0 {
+		return strings.EqualFold(u.Host, r.Host)
+	}
+	return s.hostAllowed(u.Host)
 }
 
 // client authenticates a client socket by its ticket. A bad ticket still

@@ -10,7 +10,9 @@ import (
 
 // DailyFile is an io.Writer that appends JSON lines to one file per UTC day,
 // named PREFIX-YYYY-MM-DD.jsonl in its folder. It is the one-machine stand-in
-// for CloudWatch Logs, and what the daily report reads there. Each Write is
+// for CloudWatch Logs, and what the daily report reads there. The files
+// are readable by their owner only: they name every user and session, and
+// agents run under other uids. Each Write is
 // expected to be one whole line, as slog's handlers write them.
 type DailyFile struct {
 	dir    string
@@ -24,7 +26,7 @@ type DailyFile struct {
 
 // NewDailyFile creates dir if needed and returns a writer into it.
 func NewDailyFile(dir, prefix string) (*DailyFile, error) {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("create log folder: %w", err)
 	}
 	return &DailyFile{dir: dir, prefix: prefix, now: time.Now}, nil
@@ -41,7 +43,7 @@ func (d *DailyFile) Write(p []byte) (int, error) {
 			d.file.Close()
 		}
 		name := filepath.Join(d.dir, d.prefix+"-"+day+".jsonl")
-		f, err := os.OpenFile(name, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+		f, err := os.OpenFile(name, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
 		if err != nil {
 			d.file = nil
 			return 0, fmt.Errorf("open log file: %w", err)

@@ -211,6 +211,16 @@ type TaskRunner interface {
 	Describe(ctx context.Context, handle string) (TaskStatus, error)
 }
 
+// StopWaiter is what a runner that hears of a task's end at once (a local
+// process) offers beside TaskRunner: waiters use it to fail a start as
+// soon as its task dies, instead of at their time-out. ECS has no such
+// push; there the time-outs stand.
+type StopWaiter interface {
+	// Wait blocks until the task is STOPPED and returns its status, or
+	// returns ctx's error.
+	Wait(ctx context.Context, handle string) (TaskStatus, error)
+}
+
 // InitUser is what a claimed warm task is told.
 type InitUser struct {
 	TaskID    string

@@ -210,6 +210,13 @@ func (s *Service) Create(ctx context.Context, r Request, userID string) (View, e
 
 	sess, err = s.StartTask(ctx, r, sess, false)
 	if err != nil {
+		// The caller never hears of this session: leave no record of it.
+		if cur, gerr := s.Store.GetSession(ctx, sess.ID); gerr == nil && cur.TaskHandle == "" {
+			if derr := s.Store.DeleteSession(ctx, cur.ID, cur.Version); derr != nil {
+				log.WarnContext(ctx, "remove session of a failed start", logging.KeyEvent, "session_update_failed",
+					"error", derr.Error())
+			}
+		}
 		return View{}, err
 	}
 	logging.Event(ctx, log, slog.LevelInfo, events.SessionCreated, "session created",
@@ -284,7 +291,8 @@ func (s *Service) needsTask(ctx context.Context, sess Session) (bool, error) {
 func (s *Service) Get(ctx context.Context, userID, id string) (Session, error) {
 	sess, err := s.Store.GetSession(ctx, id)
 	if err != nil {
-		return Session{}, fmt.Errorf("read session %s: %w", id, err)
+		// The store's error names the session and the step already.
+		return Session{}, err
 	}
 	if sess.UserID != userID {
 		return Session{}, fmt.Errorf("read session %s: %w", id, ErrForbidden)

@@ -124,12 +124,14 @@ func (h *Handler) route(ctx context.Context, log *slog.Logger, r session.Request
 }
 
 type createBody struct {
-	Resume string `json:"resume"`
+	// Resume is raw so that a present but empty or null id is told apart
+	// from an absent one (a new session).
+	Resume json.RawMessage `json:"resume"`
 }
 
 func (h *Handler) createOrResume(ctx context.Context, log *slog.Logger, r session.Request, user, body string) events.APIGatewayV2HTTPResponse {
 	if len(body) > MaxBody {
-		return errorResponse(http.StatusBadRequest, CodeBadRequest, fmt.Sprintf("body of %d bytes is over the %d byte limit", len(body), MaxBody))
+		return errorResponse(http.StatusBadRequest, CodeBadRequest, fmt.Sprintf("body is over the %d byte limit", MaxBody))
 	}
 	var b createBody
 	if strings.TrimSpace(body) != "" {
@@ -143,8 +145,13 @@ func (h *Handler) createOrResume(ctx context.Context, log *slog.Logger, r sessio
 		}
 	}
 
-	if b.Resume != "" {
-		v, err := h.Svc.Resume(ctx, r, user, b.Resume)
+	if b.Resume != nil {
+		var id string
+		if err := json.Unmarshal(b.Resume, &id); err != nil || id == "" {
+			return errorResponse(http.StatusBadRequest, CodeBadRequest,
+				"resume must name a session id; send {} for a new session")
+		}
+		v, err := h.Svc.Resume(ctx, r, user, id)
 		if err != nil {
 			return h.failure(ctx, log, err)
 		}

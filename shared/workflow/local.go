@@ -102,13 +102,16 @@ func (l *Local) run(ctx context.Context, in RestartInput) Outcome {
 	}
 
 	step = session.StepWaitConnection
-	if err := l.waitConnected(ctx, in.SessionID, sess.TaskID); err != nil {
+	if err := l.waitConnected(ctx, in.SessionID, sess.TaskID, sess.TaskHandle); err != nil {
 		return fail(err)
 	}
 	return Outcome{Success: true, TaskID: sess.TaskID, Warm: sess.Warm, Duration: time.Since(start)}
 }
 
-func (l *Local) waitConnected(ctx context.Context, sessionID, taskID string) error {
+// waitConnected waits for the task's connection; a runner that hears of a
+// task's end at once (session.StopWaiter) ends the wait when the task
+// dies first, with its stop reason.
+func (l *Local) waitConnected(ctx context.Context, sessionID, taskID, handle string) error {
 	key := sessionID + "/" + taskID
 	l.mu.Lock()
 	if l.connected[key] {
@@ -123,12 +126,28 @@ func (l *Local) waitConnected(ctx context.Context, sessionID, taskID string) err
 	}
 	l.mu.Unlock()
 
+	died := make(chan string, 1)
+	if w, ok := l.svc.Runner.(session.StopWaiter); ok && handle != "" {
+		wctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		go func() {
+			if st, err := w.Wait(wctx, handle); err == nil {
+				died <- st.StopReason
+			}
+		}()
+	}
+
 	select {
 	case <-ch:
 		l.mu.Lock()
 		delete(l.connected, key)
 		l.mu.Unlock()
 		return nil
+	case reason := <-died:
+		l.mu.Lock()
+		delete(l.waiters, key)
+		l.mu.Unlock()
+		return fmt.Errorf("task %s stopped before it connected: %s", taskID, reason)
 	case <-ctx.Done():
 		l.mu.Lock()
 		delete(l.waiters, key)

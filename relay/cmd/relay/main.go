@@ -8,6 +8,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -18,7 +19,6 @@ import (
 	"github.com/aishell/aishell/relay/hub"
 	"github.com/aishell/aishell/relay/local"
 	"github.com/aishell/aishell/relay/web"
-	"github.com/aishell/aishell/shared/logging"
 )
 
 func main() {
@@ -66,6 +66,17 @@ func configFromEnv() (local.Config, error) {
 	if err != nil || idle <= 0 {
 		return local.Config{}, fmt.Errorf("IDLE_TIMEOUT=%q is not a positive duration such as 10m", os.Getenv("IDLE_TIMEOUT"))
 	}
+	switch m := os.Getenv("AGENT_MODE"); m {
+	case "", "pty", "pipes":
+	default:
+		return local.Config{}, fmt.Errorf("AGENT_MODE=%q is not pty or pipes", m)
+	}
+	var level slog.Level
+	if v := os.Getenv("LOG_LEVEL"); v != "" {
+		if err := level.UnmarshalText([]byte(v)); err != nil {
+			return local.Config{}, fmt.Errorf("LOG_LEVEL=%q is not debug, info, warn or error", v)
+		}
+	}
 	bridge := os.Getenv("BRIDGE_BIN")
 	if bridge == "" {
 		exe, err := os.Executable()
@@ -85,7 +96,7 @@ func configFromEnv() (local.Config, error) {
 		Hub:          hub.Config{IdleTimeout: idle},
 		Static:       web.Handler(),
 		LogOutput:    os.Stdout,
-		LogLevel:     logging.LevelFromEnv(),
+		LogLevel:     level,
 	}, nil
 }
 
