@@ -2,6 +2,7 @@
 // session API, the workflows and local tasks. Settings come from the
 // environment: PORT (8080), DATA_DIR (./.data), AGENT_COMMAND, AGENT_MODE,
 // ENABLE_WARM_POOL (true), WARM_POOL_SIZE (2), IDLE_TIMEOUT (10m),
+// MAX_TASKS (64),
 // BRIDGE_BIN (the bridge beside this binary), LOG_LEVEL (info).
 package main
 
@@ -77,6 +78,10 @@ func configFromEnv() (local.Config, error) {
 			return local.Config{}, fmt.Errorf("LOG_LEVEL=%q is not debug, info, warn or error", v)
 		}
 	}
+	maxTasks, err := strconv.Atoi(envOr("MAX_TASKS", "64"))
+	if err != nil || maxTasks < 1 || maxTasks > 4096 {
+		return local.Config{}, fmt.Errorf("MAX_TASKS=%q is not a number from 1 to 4096", os.Getenv("MAX_TASKS"))
+	}
 	bridge := os.Getenv("BRIDGE_BIN")
 	if bridge == "" {
 		exe, err := os.Executable()
@@ -93,6 +98,7 @@ func configFromEnv() (local.Config, error) {
 		AgentMode:    os.Getenv("AGENT_MODE"),
 		WarmPool:     warm,
 		WarmPoolSize: size,
+		MaxTasks:     maxTasks,
 		Hub:          hub.Config{IdleTimeout: idle},
 		Static:       web.Handler(),
 		LogOutput:    os.Stdout,
