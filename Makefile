@@ -45,3 +45,13 @@ clean:
 .PHONY: report
 report:
 	$(GO) run ./lambdas/report $(ARGS)
+
+# The control plane's Lambdas as provided.al2023 arm64 binaries named
+# bootstrap, one folder each (bin/lambdas/<name>/), which CDK takes as the
+# functions' code assets as they are.
+.PHONY: lambdas
+lambdas:
+	for fn in session restart refill; do \
+	  GOOS=linux GOARCH=arm64 CGO_ENABLED=0 $(GO) build -tags lambda.norpc -trimpath \
+	    -ldflags="-s -w" -o $(BIN)/lambdas/$$fn/bootstrap ./lambdas/$$fn || exit 1; \
+	done
