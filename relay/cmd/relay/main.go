@@ -1,6 +1,7 @@
 // Command relay runs AI Shell on one machine (`make run`): the relay, the
-// session API, the workflows and local tasks. Settings come from the
-// environment: PORT (8080), DATA_DIR (./.data), AGENT_COMMAND, AGENT_MODE,
+// session API, the workflows and local tasks; or, with AISHELL_MODE=aws,
+// the relay alone on Fargate (package awsmode). Settings of one machine come
+// from the environment: PORT (8080), DATA_DIR (./.data), AGENT_COMMAND, AGENT_MODE,
 // ENABLE_WARM_POOL (true), WARM_POOL_SIZE (2), IDLE_TIMEOUT (10m),
 // MAX_TASKS (64),
 // BRIDGE_BIN (the bridge beside this binary), LOG_LEVEL (info).
@@ -17,6 +18,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/aishell/aishell/relay/awsmode"
 	"github.com/aishell/aishell/relay/hub"
 	"github.com/aishell/aishell/relay/local"
 	"github.com/aishell/aishell/relay/web"
@@ -30,12 +32,20 @@ func main() {
 }
 
 func run() error {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	switch mode := os.Getenv("AISHELL_MODE"); mode {
+	case "", "local":
+	case "aws":
+		return runAWS(ctx)
+	default:
+		return fmt.Errorf("AISHELL_MODE=%q is not local or aws", mode)
+	}
+
 	cfg, err := configFromEnv()
 	if err != nil {
 		return err
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
 
 	p, err := local.Start(ctx, cfg)
 	if err != nil {
@@ -48,6 +58,24 @@ func run() error {
 	shutdown, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
 	return p.Close(shutdown)
+}
+
+// runAWS runs the relay on Fargate (AISHELL_MODE=aws): see package awsmode
+// for its settings.
+func runAWS(ctx context.Context) error {
+	cfg, err := awsmode.ConfigFromEnv()
+	if err != nil {
+		return err
+	}
+	cfg.Static = web.Handler()
+	r, err := awsmode.Start(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	<-ctx.Done()
+	shutdown, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	return r.Close(shutdown)
 }
 
 func configFromEnv() (local.Config, error) {
