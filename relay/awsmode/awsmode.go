@@ -68,6 +68,12 @@ type Config struct {
 	AWS *aws.Config
 	// Recorder notes the AWS operations called (tests).
 	Recorder *awsops.Recorder
+	// Runner, when set, replaces the ECS runner, and Restarter, when set,
+	// replaces the Step Functions client: tests play tasks with local
+	// bridge processes and run the restart's steps in process, since moto
+	// runs no Lambda code.
+	Runner    session.TaskRunner
+	Restarter func(*session.Service) hub.Restarter
 }
 
 // ConfigFromEnv reads the relay's environment: PORT, RELAY_ID (default
@@ -184,17 +190,25 @@ func Start(ctx context.Context, cfg Config) (*Relay, error) {
 		return nil, fmt.Errorf("load keys: %w", err)
 	}
 	store := dynamostore.New(dynamodb.NewFromConfig(awsCfg), cfg.Tables)
-	runner := ecsrunner.New(ecs.NewFromConfig(awsCfg), efs.NewFromConfig(awsCfg), cfg.ECS)
+	var runner session.TaskRunner = cfg.Runner
+	if runner == nil {
+		runner = ecsrunner.New(ecs.NewFromConfig(awsCfg), efs.NewFromConfig(awsCfg), cfg.ECS)
+	}
 	k := keys.Keys()
 	svc := session.NewService(session.Config{
 		RelayID: cfg.RelayID, ClientRelayURL: cfg.ClientURL, TaskRelayURL: cfg.TaskURL,
 		PollInterval: 500 * time.Millisecond,
 	}, session.Deps{Store: store, Runner: runner, Tickets: k.Tickets, TaskKeys: k.TaskKeys, Log: log})
-	flows := sfnflow.NewWorkflows(sfn.NewFromConfig(awsCfg), store, cfg.RestartStateMachineArn, log)
+	var restarter hub.Restarter
+	if cfg.Restarter != nil {
+		restarter = cfg.Restarter(svc)
+	} else {
+		restarter = sfnflow.NewWorkflows(sfn.NewFromConfig(awsCfg), store, cfg.RestartStateMachineArn, log)
+	}
 
 	hcfg := cfg.Hub
 	hcfg.RelayID = cfg.RelayID
-	h := hub.New(hcfg, svc, flows, log, nil)
+	h := hub.New(hcfg, svc, restarter, log, nil)
 	svc.Warm, svc.Notifier = h, h
 
 	ln, err := net.Listen("tcp", cfg.Addr)
