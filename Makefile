@@ -29,7 +29,7 @@ run: build
 vet: web
 	$(GO) vet ./...
 
-test: web vet
+test: web vet test-infra
 	$(GO) test -race -count=1 -timeout 12m ./...
 
 bench: build
@@ -55,3 +55,17 @@ lambdas:
 	  GOOS=linux GOARCH=arm64 CGO_ENABLED=0 $(GO) build -tags lambda.norpc -trimpath \
 	    -ldflags="-s -w" -o $(BIN)/lambdas/$$fn/bootstrap ./lambdas/$$fn || exit 1; \
 	done
+
+# The CDK app (infra/, infra/README.md): both environments' templates into
+# cdk.out/stage and cdk.out/prod, offline, with the cdk-nag checks; the
+# Lambdas' binaries first, since the templates take them as code assets.
+.PHONY: synth test-infra
+synth: web lambdas
+	npx --no-install cdk synth -c env=stage -o cdk.out/stage --quiet
+	npx --no-install cdk synth -c env=prod -o cdk.out/prod --quiet
+
+# The infra tests: CDK assertions on the templates, the IAM proof against
+# shared/awsops/operations.json, cdk-nag, cfn-lint on every template and
+# an offline `cdk synth`. Without -race: they drive jsii's Node.js process.
+test-infra: web
+	cd infra && $(GO) test -count=1 -timeout 10m ./...
