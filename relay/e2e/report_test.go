@@ -71,8 +71,13 @@ func TestReportOnTheProductsOwnLogs(t *testing.T) {
 			t.Errorf("%s: got %d; want %d", c.name, c.got, c.want)
 		}
 	}
-	if f.StartupMs.P50 <= 0 || f.StartupMs.Max > 10000 || f.Messages.FirstTokenAvgMs <= 0 {
-		t.Errorf("start-up %+v, first token %v ms: want measured, below 10 s", f.StartupMs, f.Messages.FirstTokenAvgMs)
+	if f.StartupMs.P50 <= 0 || f.StartupMs.Max > 10000 {
+		t.Errorf("start-up %+v: want measured, below 10 s", f.StartupMs)
+	}
+	// Round trips on one machine take under a millisecond; what counts is
+	// that each message's was measured.
+	if got := findLog(logLines(t, p), map[string]any{"phase": "message_roundtrip"}); len(got) < 3 {
+		t.Errorf("message round trips logged: %d; want one per message", len(got))
 	}
 	if r.Scanned.Unparsed != 0 {
 		t.Errorf("%d log lines the report could not read", r.Scanned.Unparsed)
