@@ -13,6 +13,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -684,13 +685,19 @@ func (b *bridge) send(frame any) bool {
 	return true
 }
 
-// broke marks a connection whose write failed and closes it, which ends its
-// reader.
+// broke marks a connection whose write failed. Its reader is given a
+// moment to read what the relay sent before the failure (a close frame
+// that says why), then ends.
 func (b *bridge) broke(l *link, err error) {
 	l.broken = true
 	l.writeErr = err
-	l.conn.Close()
+	l.winding.Store(true)
+	_ = l.conn.SetReadDeadline(time.Now().Add(brokenReadWait))
 }
+
+// brokenReadWait is how long the reader of a connection whose write
+// failed may still read.
+const brokenReadWait = time.Second
 
 // closeLink closes the connection normally and waits briefly for the
 // relay's answer.
@@ -725,10 +732,17 @@ type link struct {
 	// broken and writeErr are the loop's: a write failed.
 	broken   bool
 	writeErr error
+	// winding is set with broken, for the reader: stop extending the read
+	// deadline.
+	winding atomic.Bool
 }
 
 // cause is why the connection ended. Call it after done is closed.
 func (l *link) cause() error {
+	// The relay's close frame says why, even when a write failed first.
+	if _, ok := errors.AsType[*websocket.CloseError](l.readErr); ok {
+		return l.readErr
+	}
 	if l.writeErr != nil {
 		return l.writeErr
 	}
@@ -742,7 +756,11 @@ func (l *link) cause() error {
 func (b *bridge) attach(conn *websocket.Conn, path string) *link {
 	l := &link{conn: conn, done: make(chan struct{})}
 	conn.SetReadLimit(maxFrameRead)
-	extend := func() { _ = conn.SetReadDeadline(time.Now().Add(readTimeout)) }
+	extend := func() {
+		if !l.winding.Load() {
+			_ = conn.SetReadDeadline(time.Now().Add(readTimeout))
+		}
+	}
 	conn.SetPongHandler(func(string) error { extend(); return nil })
 	conn.SetPingHandler(func(data string) error {
 		extend()
@@ -765,7 +783,9 @@ func (b *bridge) read(l *link, log *slog.Logger) {
 	defer b.wg.Done()
 	defer close(l.done)
 	for {
-		_ = l.conn.SetReadDeadline(time.Now().Add(readTimeout))
+		if !l.winding.Load() {
+			_ = l.conn.SetReadDeadline(time.Now().Add(readTimeout))
+		}
 		_, data, err := l.conn.ReadMessage()
 		if err != nil {
 			l.readErr = err
