@@ -12,21 +12,12 @@ import (
 	"os"
 
 	"github.com/aws/aws-lambda-go/lambda"
-	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
-	"github.com/aws/aws-sdk-go-v2/service/ecs"
-	"github.com/aws/aws-sdk-go-v2/service/efs"
-	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
 	"github.com/aws/aws-sdk-go-v2/service/sfn"
 
-	"github.com/aishell/aishell/shared/awsclient"
 	"github.com/aishell/aishell/shared/awsops"
-	"github.com/aishell/aishell/shared/dynamostore"
-	"github.com/aishell/aishell/shared/ecsrunner"
+	"github.com/aishell/aishell/shared/controlplane"
 	"github.com/aishell/aishell/shared/events"
 	"github.com/aishell/aishell/shared/logging"
-	"github.com/aishell/aishell/shared/relayclient"
-	"github.com/aishell/aishell/shared/secrets"
-	"github.com/aishell/aishell/shared/session"
 	"github.com/aishell/aishell/shared/sfnflow"
 )
 
@@ -43,41 +34,21 @@ func main() {
 }
 
 // newSteps wires the steps to their AWS adapters from the environment
-// (sfnflow.StepsConfigFromEnv, the tables', ECS's, and KEYS_SECRET_ID).
-// rec, when set (tests), records the AWS operations called.
+// (sfnflow.StepsConfigFromEnv and controlplane.FromEnv). rec, when set
+// (tests), records the AWS operations called.
 func newSteps(ctx context.Context, log *slog.Logger, rec *awsops.Recorder) (*sfnflow.Steps, error) {
-	cfg, err := sfnflow.StepsConfigFromEnv()
-	tables, terr := dynamostore.TablesFromEnv()
-	ecsCfg, eerr := ecsrunner.ConfigFromEnv()
-	secretID := os.Getenv("KEYS_SECRET_ID")
-	if secretID == "" {
-		err = errors.Join(err, errors.New("KEYS_SECRET_ID is not set"))
+	cfg, cerr := sfnflow.StepsConfigFromEnv()
+	w, err := controlplane.FromEnv(ctx, awsops.RefillLambda, log, rec)
+	if cerr != nil {
+		// Name every wrong variable at once, the session rules' too.
+		return nil, errors.Join(fmt.Errorf("read environment: %w", cerr), err)
 	}
-	if err := errors.Join(err, terr, eerr); err != nil {
-		return nil, fmt.Errorf("read environment: %w", err)
-	}
-	awsCfg, err := awsclient.Load(ctx, awsops.RefillLambda, rec)
 	if err != nil {
 		return nil, err
 	}
-	src, err := secrets.Load(ctx, secretsmanager.NewFromConfig(awsCfg), secretID)
-	if err != nil {
-		return nil, err
-	}
-	src.Log = log
-	go src.Run(ctx, 0)
-
-	keys := src.Keys()
-	store := dynamostore.New(dynamodb.NewFromConfig(awsCfg), tables)
-	ecsCfg.Log = log
-	runner := ecsrunner.New(ecs.NewFromConfig(awsCfg), efs.NewFromConfig(awsCfg), ecsCfg)
-	relays := relayclient.New(store, keys.TaskKeys, nil, log)
 	return sfnflow.NewSteps(cfg, sfnflow.StepsDeps{
-		Deps: session.Deps{
-			Store: store, Runner: runner, Warm: relays, Notifier: relays,
-			Tickets: keys.Tickets, TaskKeys: keys.TaskKeys, Log: log,
-		},
-		Tokens: sfn.NewFromConfig(awsCfg),
-		Tasks:  runner,
+		Deps:   w.Deps,
+		Tokens: sfn.NewFromConfig(w.AWS),
+		Tasks:  w.Runner,
 	}), nil
 }

@@ -12,19 +12,11 @@ import (
 	"os"
 
 	"github.com/aws/aws-lambda-go/lambda"
-	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
-	"github.com/aws/aws-sdk-go-v2/service/ecs"
-	"github.com/aws/aws-sdk-go-v2/service/efs"
-	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
 
-	"github.com/aishell/aishell/shared/awsclient"
 	"github.com/aishell/aishell/shared/awsops"
-	"github.com/aishell/aishell/shared/dynamostore"
-	"github.com/aishell/aishell/shared/ecsrunner"
+	"github.com/aishell/aishell/shared/controlplane"
 	"github.com/aishell/aishell/shared/events"
 	"github.com/aishell/aishell/shared/logging"
-	"github.com/aishell/aishell/shared/relayclient"
-	"github.com/aishell/aishell/shared/secrets"
 	"github.com/aishell/aishell/shared/session"
 	"github.com/aishell/aishell/shared/sessionapi"
 	"github.com/aishell/aishell/shared/sfnflow"
@@ -43,38 +35,17 @@ func main() {
 }
 
 // handler wires the session rules to their AWS adapters from the
-// environment (sfnflow.SessionConfigFromEnv, the tables', ECS's, and
-// KEYS_SECRET_ID).
+// environment (sfnflow.SessionConfigFromEnv and controlplane.FromEnv).
 func handler(ctx context.Context, log *slog.Logger) (*sessionapi.Handler, error) {
-	cfg, err := sfnflow.SessionConfigFromEnv()
-	tables, terr := dynamostore.TablesFromEnv()
-	ecsCfg, eerr := ecsrunner.ConfigFromEnv()
-	secretID := os.Getenv("KEYS_SECRET_ID")
-	if secretID == "" {
-		err = errors.Join(err, errors.New("KEYS_SECRET_ID is not set"))
+	cfg, cerr := sfnflow.SessionConfigFromEnv()
+	w, err := controlplane.FromEnv(ctx, awsops.SessionLambda, log, nil)
+	if cerr != nil {
+		// Name every wrong variable at once, the session rules' too.
+		return nil, errors.Join(fmt.Errorf("read environment: %w", cerr), err)
 	}
-	if err := errors.Join(err, terr, eerr); err != nil {
-		return nil, fmt.Errorf("read environment: %w", err)
-	}
-	awsCfg, err := awsclient.Load(ctx, awsops.SessionLambda, nil)
 	if err != nil {
 		return nil, err
 	}
-	src, err := secrets.Load(ctx, secretsmanager.NewFromConfig(awsCfg), secretID)
-	if err != nil {
-		return nil, err
-	}
-	src.Log = log
-	go src.Run(ctx, 0)
-
-	keys := src.Keys()
-	store := dynamostore.New(dynamodb.NewFromConfig(awsCfg), tables)
-	ecsCfg.Log = log
-	runner := ecsrunner.New(ecs.NewFromConfig(awsCfg), efs.NewFromConfig(awsCfg), ecsCfg)
-	relays := relayclient.New(store, keys.TaskKeys, nil, log)
-	svc := session.NewService(cfg, session.Deps{
-		Store: store, Runner: runner, Warm: relays, Notifier: relays,
-		Tickets: keys.Tickets, TaskKeys: keys.TaskKeys, Log: log,
-	})
+	svc := session.NewService(cfg, w.Deps)
 	return &sessionapi.Handler{Svc: svc, RelayURL: cfg.ClientRelayURL, Log: log}, nil
 }
