@@ -65,6 +65,7 @@ func Start() (*Moto, error) {
 	go func() {
 		defer r.Close()
 		s := bufio.NewScanner(r)
+		s.Buffer(make([]byte, 64<<10), 1<<20)
 		sent := false
 		for s.Scan() {
 			t.add(s.Text())
@@ -76,6 +77,9 @@ func Start() (*Moto, error) {
 		if !sent {
 			close(found)
 		}
+		// A line too long for the scanner ends the loop; keep draining, or
+		// moto dies writing to a closed pipe.
+		io.Copy(io.Discard, r)
 	}()
 	select {
 	case url, ok := <-found:

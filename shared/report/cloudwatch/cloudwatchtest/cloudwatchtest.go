@@ -4,15 +4,10 @@
 package cloudwatchtest
 
 import (
-	"bufio"
 	"context"
-	"errors"
 	"fmt"
-	"io"
+	"github.com/aishell/aishell/shared/awstest"
 	"net/http"
-	"os"
-	"os/exec"
-	"regexp"
 	"sort"
 	"time"
 
@@ -24,68 +19,28 @@ import (
 	"github.com/aishell/aishell/shared/report/corpus"
 )
 
-// Moto is a running moto_server.
+// Moto is a running moto_server (shared/awstest's). URL is a copy that a
+// test may point elsewhere (a proxy in front of moto).
 type Moto struct {
-	URL string // http://127.0.0.1:PORT
-	cmd *exec.Cmd
+	URL  string
+	moto *awstest.Moto
 }
 
-var running = regexp.MustCompile(`Running on (http://127\.0\.0\.1:\d+)`)
-
 // ErrNoMoto says moto_server is not installed.
-var ErrNoMoto = errors.New("moto_server not found in PATH")
+var ErrNoMoto = awstest.ErrNoMoto
 
 // StartMoto starts moto_server on 127.0.0.1 on a port of the system's
 // choosing and returns once it says it listens.
 func StartMoto() (*Moto, error) {
-	if _, err := exec.LookPath("moto_server"); err != nil {
-		return nil, ErrNoMoto
-	}
-	cmd := exec.Command("moto_server", "-H", "127.0.0.1", "-p", "0")
-	r, w, err := os.Pipe()
+	m, err := awstest.Start()
 	if err != nil {
-		return nil, fmt.Errorf("start moto: %w", err)
+		return nil, err
 	}
-	cmd.Stdout, cmd.Stderr = w, w
-	if err := cmd.Start(); err != nil {
-		r.Close()
-		w.Close()
-		return nil, fmt.Errorf("start moto: %w", err)
-	}
-	w.Close()
-
-	// Read its output until it names its address, then keep draining it
-	// so that it never blocks on a full pipe.
-	found := make(chan string, 1)
-	go func() {
-		defer r.Close()
-		s := bufio.NewScanner(r)
-		for s.Scan() {
-			if m := running.FindStringSubmatch(s.Text()); m != nil {
-				found <- m[1]
-				break
-			}
-		}
-		close(found)
-		_, _ = io.Copy(io.Discard, r)
-	}()
-	select {
-	case url, ok := <-found:
-		if ok {
-			return &Moto{URL: url, cmd: cmd}, nil
-		}
-	case <-time.After(30 * time.Second):
-	}
-	_ = cmd.Process.Kill()
-	_ = cmd.Wait()
-	return nil, errors.New("start moto: it never said where it listens")
+	return &Moto{URL: m.URL, moto: m}, nil
 }
 
 // Stop ends the moto_server process.
-func (m *Moto) Stop() {
-	_ = m.cmd.Process.Kill()
-	_ = m.cmd.Wait()
-}
+func (m *Moto) Stop() { m.moto.Close() }
 
 // Client returns a CloudWatch Logs client on moto, in us-east-1, with a
 // short back-off so that retried calls take little time.
