@@ -393,6 +393,17 @@ func TestEveryLogLineIsStructured(t *testing.T) {
 			t.Errorf("task_ready without breakdown: %v", ready[0])
 		}
 	}
+	// The relay's lines of a session carry the trace of its start (R16).
+	created := findLog(lines, map[string]any{"event": "session_created"})
+	if len(created) != 1 || created[0]["traceId"] == nil {
+		t.Fatalf("session_created lines %v; want one with a traceId", created)
+	}
+	for _, ph := range []string{"ws_disconnect", "session_create", "task_ready"} {
+		got := findLog(lines, map[string]any{"phase": ph, "sessionId": created[0]["sessionId"]})
+		if len(got) == 0 || got[0]["traceId"] != created[0]["traceId"] {
+			t.Errorf("%s lines %v; want the session's trace %v", ph, got, created[0]["traceId"])
+		}
+	}
 	for _, ev := range []string{"session_created", "relay_started", "warm_pool", "user_message"} {
 		if got := findLog(lines, map[string]any{"event": ev}); len(got) == 0 {
 			t.Errorf("no %s event logged", ev)

@@ -159,12 +159,12 @@ func (h *Hub) SessionEnded(id string) {
 }
 
 // session returns the hub's state for a session, creating it.
-func (h *Hub) session(id, userID string) *sess {
+func (h *Hub) session(id, userID, traceID string) *sess {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	s, ok := h.sessions[id]
 	if !ok {
-		s = newSess(h, id, userID)
+		s = newSess(h, id, userID, traceID)
 		h.sessions[id] = s
 	}
 	return s
@@ -264,7 +264,7 @@ func (h *Hub) ServeClient(t Transport, userID, sessionID string, resumed bool) {
 		<-c.done
 		return
 	}
-	s := h.session(rec.ID, rec.UserID)
+	s := h.session(rec.ID, rec.UserID, rec.TraceID)
 	h.SessionChanged(rec.ID)
 	s.attachClient(c, rec)
 

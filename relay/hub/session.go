@@ -73,13 +73,19 @@ type sess struct {
 	roundtripFrom time.Time
 }
 
-func newSess(h *Hub, id, userID string) *sess {
+func newSess(h *Hub, id, userID, traceID string) *sess {
+	log := h.log.With(logging.KeySessionID, id, logging.KeyUserID, userID)
+	if traceID != "" {
+		// The trace of the session's start, so that the relay's lines join
+		// the API's and the workflows' (R16).
+		log = log.With(logging.KeyTraceID, traceID)
+	}
 	return &sess{
 		h:      h,
 		id:     id,
 		userID: userID,
 		state:  wire.StateStarting,
-		log:    h.log.With(logging.KeySessionID, id, logging.KeyUserID, userID),
+		log:    log,
 	}
 }
 

@@ -66,7 +66,7 @@ func (h *Hub) ServeTask(t Transport, sessionID, taskID string) {
 		log.InfoContext(ctx, "early task connection held until its session named it",
 			logging.KeyEvent, "task_held", events.FieldWaitedMs, waited.Milliseconds())
 	}
-	s := h.session(rec.ID, rec.UserID)
+	s := h.session(rec.ID, rec.UserID, rec.TraceID)
 	tc.sess.Store(s)
 	s.acceptTask(tc)
 	h.serveTaskFrames(tc)
@@ -247,7 +247,7 @@ func (h *Hub) InitUser(ctx context.Context, u session.InitUser) error {
 	if !ok || !tc.alive() {
 		return fmt.Errorf("init user: warm task %s is not connected to relay %s", u.TaskID, h.cfg.RelayID)
 	}
-	s := h.session(u.SessionID, u.UserID)
+	s := h.session(u.SessionID, u.UserID, u.TraceID)
 	tc.sess.Store(s)
 	s.acceptTask(tc)
 	if !tc.send(wire.InitUser{Type: wire.TypeInitUser, SessionID: u.SessionID, UserID: u.UserID, UID: u.UID}) {

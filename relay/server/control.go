@@ -39,7 +39,7 @@ func (s *Server) control(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		if err := s.o.Hub.InitUser(r.Context(), session.InitUser{
-			TaskID: b.TaskID, SessionID: b.SessionID, UserID: b.UserID, UID: b.UID,
+			TaskID: b.TaskID, SessionID: b.SessionID, UserID: b.UserID, UID: b.UID, TraceID: b.TraceID,
 		}); err != nil {
 			writeAPIError(w, http.StatusNotFound, "WARM_TASK_GONE", err.Error())
 			return

@@ -33,6 +33,7 @@ type InitUserBody struct {
 	SessionID string `json:"sessionId"`
 	UserID    string `json:"userId"`
 	UID       int    `json:"uid"`
+	TraceID   string `json:"traceId,omitempty"`
 }
 
 // SessionBody is the body of the session_changed and session_ended calls.
@@ -66,7 +67,7 @@ func New(store session.Store, keys *ticket.Keyring, hc *http.Client, log *slog.L
 // task.
 func (c *Client) InitUser(ctx context.Context, u session.InitUser) error {
 	return c.call(ctx, u.SessionID, PathInitUser, InitUserBody{
-		TaskID: u.TaskID, SessionID: u.SessionID, UserID: u.UserID, UID: u.UID,
+		TaskID: u.TaskID, SessionID: u.SessionID, UserID: u.UserID, UID: u.UID, TraceID: u.TraceID,
 	})
 }
 

@@ -227,6 +227,8 @@ type InitUser struct {
 	SessionID string
 	UserID    string
 	UID       int
+	// TraceID is the trace of the session's start, for the relay's logs.
+	TraceID string
 }
 
 // WarmDispatcher hands a claimed warm task its user: the relay that holds

@@ -94,7 +94,9 @@ func (s *Service) startWarm(ctx context.Context, log *slog.Logger, sess Session,
 		return nil
 	})
 	if err == nil {
-		err = s.Warm.InitUser(ctx, InitUser{TaskID: w.ID, SessionID: sess.ID, UserID: sess.UserID, UID: uid})
+		err = s.Warm.InitUser(ctx, InitUser{
+			TaskID: w.ID, SessionID: sess.ID, UserID: sess.UserID, UID: uid, TraceID: next.TraceID,
+		})
 	}
 	if err != nil {
 		// The claimed task is unusable (its socket is gone, or the session
