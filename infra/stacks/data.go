@@ -226,6 +226,7 @@ const { SecretsManagerClient, GetSecretValueCommand, PutSecretValueCommand } =
   require("@aws-sdk/client-secrets-manager");
 const { randomBytes } = require("node:crypto");
 const https = require("node:https");
+const http = require("node:http");
 const sm = new SecretsManagerClient({});
 const newKey = () => randomBytes(32).toString("base64");
 function holdsKeys(value) {
@@ -243,9 +244,11 @@ function answer(event, status, reason) {
     StackId: event.StackId, RequestId: event.RequestId, LogicalResourceId: event.LogicalResourceId,
   });
   const url = new URL(event.ResponseURL);
+  // CloudFormation's URL is https; the tests answer on a local http one.
+  const transport = url.protocol === "http:" ? http : https;
   return new Promise((resolve, reject) => {
-    const req = https.request({
-      hostname: url.hostname, path: url.pathname + url.search, method: "PUT",
+    const req = transport.request({
+      hostname: url.hostname, port: url.port, path: url.pathname + url.search, method: "PUT",
       headers: { "content-type": "", "content-length": Buffer.byteLength(body) },
     }, (res) => { res.resume(); res.on("end", resolve); });
     req.on("error", reject);
