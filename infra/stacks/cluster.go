@@ -112,7 +112,8 @@ var imageExcludes = []string{
 // its public SSM parameter, and user data that joins the cluster (added by
 // the capacity provider) and pulls the agent image before the first task
 // needs it.
-func (s *ClusterStack) newAgentLaunchTemplate(env EnvironmentProps, net *NetworkStack) awsec2.LaunchTemplate {
+func (s *ClusterStack) newAgentLaunchTemplate(env EnvironmentProps,
+	net *NetworkStack) awsec2.LaunchTemplate {
 	role := awsiam.NewRole(s.Stack, jsii.String("AgentInstanceRole"), &awsiam.RoleProps{
 		AssumedBy:   awsiam.NewServicePrincipal(jsii.String("ec2.amazonaws.com"), nil),
 		Description: jsii.String("AI Shell " + env.Name + " agent container instances"),
@@ -161,7 +162,8 @@ func prePullCommands(image string) []*string {
 		"REGISTRY=${AGENT_IMAGE%%/*}",
 		"REGION=$(echo \"$REGISTRY\" | cut -d. -f4)",
 		"for attempt in 1 2 3 4 5; do " +
-			"aws ecr get-login-password --region \"$REGION\" | docker login --username AWS --password-stdin \"$REGISTRY\" && " +
+			"aws ecr get-login-password --region \"$REGION\" | " +
+			"docker login --username AWS --password-stdin \"$REGISTRY\" && " +
 			"docker pull \"$AGENT_IMAGE\" && break; sleep $((attempt * 5)); done",
 	}
 	out := make([]*string, len(lines))
@@ -176,7 +178,8 @@ func prePullCommands(image string) []*string {
 // access point with IAM authorization and TLS, an init process that reaps
 // the agent's orphaned children, logs with retention and a health check.
 // Per-session settings come in RunTask overrides.
-func (s *ClusterStack) newAgentTaskDefinition(env EnvironmentProps, data *DataStack, shared bool) awsecs.Ec2TaskDefinition {
+func (s *ClusterStack) newAgentTaskDefinition(env EnvironmentProps, data *DataStack,
+	shared bool) awsecs.Ec2TaskDefinition {
 	taskRole := awsiam.NewRole(s.Stack, jsii.String("AgentTaskRole"), &awsiam.RoleProps{
 		AssumedBy:   awsiam.NewServicePrincipal(jsii.String("ecs-tasks.amazonaws.com"), nil),
 		Description: jsii.String("AI Shell " + env.Name + " agent tasks: mount the workspaces"),

@@ -54,9 +54,9 @@ func CheckLambdaCode(dir string) error {
 }
 
 // HasReportCode reports whether the report Lambda's binary is under dir.
-// lambdas/report has no Lambda mode yet and `make lambdas` builds none, so
-// without it the stack leaves the report Lambda and its schedule out and
-// says so in a synth warning.
+// Its Lambda mode came after the others, and `make lambdas` may not build
+// it yet: without it the stack leaves the report Lambda and its schedule
+// out and says so in a synth warning.
 func HasReportCode(dir string) bool { return hasCode(dir, ReportFunction) }
 
 func hasCode(dir, name string) bool {
@@ -102,7 +102,8 @@ type ControlPlaneStack struct {
 
 // NewControlPlaneStack makes the control plane. It fails when a Lambda's
 // binary is missing or a listed AWS call has no known scope.
-func NewControlPlaneStack(scope constructs.Construct, id string, props *ControlPlaneStackProps) (*ControlPlaneStack, error) {
+func NewControlPlaneStack(scope constructs.Construct, id string,
+	props *ControlPlaneStackProps) (*ControlPlaneStack, error) {
 	if err := CheckLambdaCode(props.LambdaCodeDir); err != nil {
 		return nil, err
 	}
@@ -130,20 +131,8 @@ func NewControlPlaneStack(scope constructs.Construct, id string, props *ControlP
 		}
 		return out
 	}
-	scopeOf := Scope{
-		Env:               env,
-		ClusterArn:        cl.Cluster.ClusterArn(),
-		ClusterName:       cl.Cluster.ClusterName(),
-		TaskFamily:        cl.AgentTaskFamily,
-		SharedAccessPoint: props.SharedAccessPoint,
-		PassRoles:         []*string{cl.AgentTask.TaskRole().RoleArn(), cl.AgentTask.ObtainExecutionRole().RoleArn()},
-		FileSystemArn:     data.FileSystem.FileSystemArn(),
-		SecretArn:         data.Keys.SecretArn(),
-		StateMachines:     []string{s.RestartMachineName, s.RefillMachineName},
-		// The names are fixed, so the ARNs need no reference to DataStack.
-		LogGroupNames: []string{"/aishell/" + env.Name + "/relay", "/aishell/" + env.Name + "/lambdas"},
-	}
-	scopeOf.TableArns = tableArns(data.Tables)
+	scopeOf := newScope(env, data, cl, []string{s.RestartMachineName, s.RefillMachineName},
+		props.SharedAccessPoint)
 
 	fns := []struct {
 		dst       *awslambda.Function
@@ -162,9 +151,11 @@ func NewControlPlaneStack(scope constructs.Construct, id string, props *ControlP
 			withEnv(common, data.Tables.Env(), runner), 120, 512, true},
 		{&s.Report, "ReportFunction", ReportFunction, awsops.ReportLambda,
 			withEnv(map[string]*string{
-				"ENV_NAME":   jsii.String(env.Name),
-				"LOG_LEVEL":  jsii.String("info"),
-				"LOG_GROUPS": jsii.String(strings.Join(scopeOf.LogGroupNames, ",")),
+				"ENV_NAME":          jsii.String(env.Name),
+				"LOG_LEVEL":         jsii.String("info"),
+				"REPORT_LOG_GROUPS": jsii.String(strings.Join(scopeOf.LogGroupNames, ",")),
+				"REPORT_BUCKET":     data.Reports.BucketName(),
+				"REPORT_TOPIC_ARN":  data.ReportTopic.TopicArn(),
 			}), 300, 1024, false},
 	}
 	withReport := HasReportCode(props.LambdaCodeDir)
@@ -172,7 +163,7 @@ func NewControlPlaneStack(scope constructs.Construct, id string, props *ControlP
 		fns = fns[:len(fns)-1]
 		awscdk.Annotations_Of(stack).AddWarningV2(jsii.String("aishell:no-report-lambda"), jsii.String(
 			"report Lambda left out: "+filepath.Join(props.LambdaCodeDir, ReportFunction, "bootstrap")+
-				" is missing (lambdas/report has no Lambda mode yet)"), nil)
+				" is missing (make lambdas did not build it)"), nil)
 	}
 	for _, f := range fns {
 		role := awsiam.NewRole(stack, jsii.String(f.id+"Role"), &awsiam.RoleProps{
@@ -222,7 +213,8 @@ func NewControlPlaneStack(scope constructs.Construct, id string, props *ControlP
 
 	// cfn-lint's States Language schema refuses OutputPath on a Succeed
 	// state, which the language allows (the restart's Ready state).
-	s.RestartMachine.Node().DefaultChild().(awscdk.CfnResource).AddMetadata(jsii.String("cfn-lint"), map[string]any{
+	restart := s.RestartMachine.Node().DefaultChild().(awscdk.CfnResource)
+	restart.AddMetadata(jsii.String("cfn-lint"), map[string]any{
 		"config": map[string]any{"ignore_checks": []string{"E3601"}},
 	})
 

@@ -6,9 +6,12 @@ import (
 	"github.com/aws/aws-cdk-go/awscdk/v2/awsec2"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awsefs"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awsiam"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awskms"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awslambda"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awslogs"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awss3"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awssecretsmanager"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awssns"
 	"github.com/aws/constructs-go/constructs/v10"
 	"github.com/aws/jsii-runtime-go"
 )
@@ -96,6 +99,10 @@ type DataStack struct {
 	// form of shared/secrets; KeysInitializer fills it on creation.
 	Keys awssecretsmanager.Secret
 	Logs LogGroups
+	// Reports receives the daily report's JSON and HTML forms, and
+	// ReportTopic its markdown form (shared/report/schedule).
+	Reports     awss3.Bucket
+	ReportTopic awssns.Topic
 }
 
 // NewDataStack makes the data and log stores of one environment.
@@ -190,6 +197,23 @@ func NewDataStack(scope constructs.Construct, id string, props *DataStackProps) 
 		RemovalPolicy: awscdk.RemovalPolicy_RETAIN,
 	})
 	newKeysInitializer(stack, s.Keys, s.Logs.Infra)
+
+	s.Reports = awss3.NewBucket(stack, jsii.String("ReportsBucket"), &awss3.BucketProps{
+		Encryption:        awss3.BucketEncryption_S3_MANAGED,
+		EnforceSSL:        jsii.Bool(true),
+		BlockPublicAccess: awss3.BlockPublicAccess_BLOCK_ALL(),
+		ObjectOwnership:   awss3.ObjectOwnership_BUCKET_OWNER_ENFORCED,
+		LifecycleRules: &[]*awss3.LifecycleRule{{
+			Expiration: awscdk.Duration_Days(jsii.Number(400)),
+		}},
+		RemovalPolicy: awscdk.RemovalPolicy_RETAIN,
+	})
+	s.ReportTopic = awssns.NewTopic(stack, jsii.String("ReportTopic"), &awssns.TopicProps{
+		TopicName: jsii.String(env.prefix() + "-reports"),
+		// The account's SNS key: the report Lambda publishes with its role.
+		MasterKey:  awskms.Alias_FromAliasName(stack, jsii.String("SnsKey"), jsii.String("alias/aws/sns")),
+		EnforceSSL: jsii.Bool(true),
+	})
 	return s
 }
 

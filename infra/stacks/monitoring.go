@@ -99,7 +99,8 @@ type MonitoringStack struct {
 
 // NewMonitoringStack makes the metric filters, query definitions,
 // dashboard and alarms of one environment.
-func NewMonitoringStack(scope constructs.Construct, id string, props *MonitoringStackProps) *MonitoringStack {
+func NewMonitoringStack(scope constructs.Construct, id string,
+	props *MonitoringStackProps) *MonitoringStack {
 	stack := awscdk.NewStack(scope, &id, &props.StackProps)
 	env, logs := props.Env, props.Data.Logs
 	s := &MonitoringStack{Stack: stack, Namespace: "AIShell/" + env.Name}

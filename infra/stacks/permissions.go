@@ -41,6 +41,33 @@ type Scope struct {
 	StateMachines []string
 	// LogGroupNames are the log groups the report reads.
 	LogGroupNames []string
+	// ReportBucketArn and ReportTopicArn receive the daily report.
+	ReportBucketArn *string
+	ReportTopicArn  *string
+}
+
+// newScope is the scope of one environment's roles: its cluster, agent
+// task family and roles, file system, tables, keys and state machines,
+// and the two log groups the report reads (by their fixed names, so that
+// no reference to DataStack is needed for them).
+func newScope(env EnvironmentProps, data *DataStack, cl *ClusterStack, machines []string,
+	shared bool) Scope {
+	task := cl.AgentTask
+	return Scope{
+		Env:               env,
+		ClusterArn:        cl.Cluster.ClusterArn(),
+		ClusterName:       cl.Cluster.ClusterName(),
+		TaskFamily:        cl.AgentTaskFamily,
+		SharedAccessPoint: shared,
+		PassRoles:         []*string{task.TaskRole().RoleArn(), task.ObtainExecutionRole().RoleArn()},
+		FileSystemArn:     data.FileSystem.FileSystemArn(),
+		TableArns:         tableArns(data.Tables),
+		SecretArn:         data.Keys.SecretArn(),
+		StateMachines:     machines,
+		LogGroupNames:     []string{"/aishell/" + env.Name + "/relay", "/aishell/" + env.Name + "/lambdas"},
+		ReportBucketArn:   data.Reports.BucketArn(),
+		ReportTopicArn:    data.ReportTopic.TopicArn(),
+	}
 }
 
 // grantListed gives role exactly the actions that shared/awsops/
@@ -198,6 +225,12 @@ func statementsFor(stack awscdk.Stack, actions []string, sc Scope) []grant {
 			add("logs:unscoped", grant{actions: []string{a}, resources: anyResource})
 		case service == "logs":
 			add("logs:groups", grant{actions: []string{a}, resources: logGroups})
+		case a == "s3:PutObject":
+			add("s3:reports", grant{actions: []string{a}, resources: []*string{
+				awscdk.Fn_Join(jsii.String(""), &[]*string{sc.ReportBucketArn, jsii.String("/*")}),
+			}})
+		case a == "sns:Publish":
+			add("sns:reports", grant{actions: []string{a}, resources: []*string{sc.ReportTopicArn}})
 		case service == "ssm":
 			add("ssm", grant{actions: []string{a},
 				resources: []*string{arn("ssm", "parameter", "aishell/"+sc.Env.Name+"/*")}})

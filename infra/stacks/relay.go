@@ -95,19 +95,8 @@ func NewRelayStack(scope constructs.Construct, id string, props *RelayStackProps
 		AssumedBy:   awsiam.NewServicePrincipal(jsii.String("ecs-tasks.amazonaws.com"), nil),
 		Description: jsii.String("AI Shell " + env.Name + " relay (" + awsops.Relay + ")"),
 	})
-	scopeOf := Scope{
-		Env:               env,
-		ClusterArn:        cl.Cluster.ClusterArn(),
-		ClusterName:       cl.Cluster.ClusterName(),
-		TaskFamily:        cl.AgentTaskFamily,
-		SharedAccessPoint: props.SharedAccessPoint,
-		PassRoles:         []*string{cl.AgentTask.TaskRole().RoleArn(), cl.AgentTask.ObtainExecutionRole().RoleArn()},
-		FileSystemArn:     data.FileSystem.FileSystemArn(),
-		SecretArn:         data.Keys.SecretArn(),
-		StateMachines:     []string{cp.RestartMachineName, cp.RefillMachineName},
-		LogGroupNames:     []string{"/aishell/" + env.Name + "/relay", "/aishell/" + env.Name + "/lambdas"},
-	}
-	scopeOf.TableArns = tableArns(data.Tables)
+	scopeOf := newScope(env, data, cl, []string{cp.RestartMachineName, cp.RefillMachineName},
+		props.SharedAccessPoint)
 	if err := grantListed(role, awsops.Relay, scopeOf); err != nil {
 		return nil, err
 	}

@@ -260,6 +260,39 @@ func TestLambdasAreGoOnArmWithTracingAndSharedLogGroup(t *testing.T) {
 	}
 }
 
+func TestReportLambdaGetsItsBucketTopicAndLogGroups(t *testing.T) {
+	s := synth(t, variantStage)
+	found := false
+	for _, fn := range s.resources("AWS::Lambda::Function") {
+		if props(fn)["FunctionName"] != "aishell-stage-report" {
+			continue
+		}
+		found = true
+		vars := props(fn)["Environment"].(map[string]interface{})["Variables"].(map[string]interface{})
+		for _, v := range []string{"ENV_NAME", "REPORT_BUCKET", "REPORT_TOPIC_ARN"} {
+			if vars[v] == nil {
+				t.Errorf("report Lambda: no %s", v)
+			}
+		}
+		if vars["REPORT_LOG_GROUPS"] != "/aishell/stage/relay,/aishell/stage/lambdas" {
+			t.Errorf("REPORT_LOG_GROUPS: got %v; want the relay's and the Lambdas' groups", vars["REPORT_LOG_GROUPS"])
+		}
+	}
+	if !found {
+		t.Fatal("no report Lambda")
+	}
+	data := s.template(t, "data")
+	must(t, "reports bucket private and TLS-only", func() {
+		data.HasResourceProperties(jsii.String("AWS::S3::Bucket"), obj{
+			"PublicAccessBlockConfiguration": obj{"BlockPublicAcls": true, "RestrictPublicBuckets": true},
+			"BucketEncryption":               assertions.Match_AnyValue(),
+		})
+	})
+	must(t, "report topic", func() {
+		data.HasResourceProperties(jsii.String("AWS::SNS::Topic"), obj{"TopicName": "aishell-stage-reports"})
+	})
+}
+
 func TestTaskRunnerEnvironmentMatchesEcsrunner(t *testing.T) {
 	s := synth(t, variantStage)
 	for id, fn := range s.resources("AWS::Lambda::Function") {
