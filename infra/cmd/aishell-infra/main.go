@@ -13,7 +13,17 @@ import (
 	"github.com/aishell/aishell/infra/stacks"
 )
 
+// nodeEndOfLife silences jsii's banner about Node.js 20 being past its end
+// of life in the app's own Node.js process, also when the app is started
+// with `go run`; the CDK CLI's banner needs the variable in the shell
+// (the Makefile exports it).
+const nodeEndOfLife = "JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION"
+
 func main() {
+	if os.Getenv(nodeEndOfLife) == "" {
+		// Before the first jsii call, which starts the Node.js process.
+		os.Setenv(nodeEndOfLife, "20")
+	}
 	defer jsii.Close()
 	if err := run(); err != nil {
 		fmt.Fprintln(os.Stderr, "aishell-infra:", err)
