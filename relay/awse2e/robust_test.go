@@ -138,11 +138,6 @@ func TestRelayShutdownTellsClientsToReconnect(t *testing.T) {
 }
 
 func TestClientOfAClosedRelayResumesOnAnother(t *testing.T) {
-	t.Skip("known bug: a session whose relay withdrew cannot be resumed: Resume and GetView answer " +
-		"500 INTERNAL \"find the session's relay: relay relay-a: no healthy relay\" " +
-		"(shared/session/service.go view, relays.go relayOf), though protocol.md tells a client closed " +
-		"with 1001 to resume and reconnect")
-
 	p := newProduct(t, options{})
 	first := p.startRelay("a", 0)
 	s := p.create("pia")

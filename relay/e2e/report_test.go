@@ -40,8 +40,10 @@ func TestReportOnTheProductsOwnLogs(t *testing.T) {
 	other.waitOutput("two-4", wait)
 
 	// Everything has reached the log files once the ready lines are there.
-	eventually(t, wait, "three task_ready lines", func() bool {
-		return len(findLog(logLines(t, p), map[string]any{"phase": "task_ready"})) == 3
+	eventually(t, wait, "three task_ready lines and the disconnect", func() bool {
+		lines := logLines(t, p)
+		return len(findLog(lines, map[string]any{"phase": "task_ready"})) == 3 &&
+			len(findLog(lines, map[string]any{"phase": "ws_disconnect"})) == 1
 	})
 	r, err := report.Build(context.Background(), report.Dir{Path: p.LogsDir}, report.Options{
 		Env: "local", Period: report.PeriodEnding(time.Now().UTC(), 1),

@@ -149,8 +149,11 @@ func TestRestartGuardHoldsWhenSocketReattaches(t *testing.T) {
 	if st.State != session.TaskRunning {
 		t.Errorf("new task is %s (%s); want RUNNING", st.State, st.StopReason)
 	}
-	lines := logLines(t, p)
-	if got := findLog(lines, map[string]any{"event": "task_lifecycle", "phase": "task_restart"}); len(got) != 1 {
+	// The restart's line follows its status frames: wait for it.
+	eventually(t, wait, "the restart logged", func() bool {
+		return len(findLog(logLines(t, p), map[string]any{"phase": "task_restart"})) > 0
+	})
+	if got := findLog(logLines(t, p), map[string]any{"event": "task_lifecycle", "phase": "task_restart"}); len(got) != 1 {
 		t.Errorf("restarts logged: %d; want exactly 1", len(got))
 	}
 }

@@ -125,8 +125,15 @@ func TestOutputWhileAwayIsDeliveredOnReturn(t *testing.T) {
 	eventually(t, wait, "relay sees the agent busy", func() bool { return busy(p, s.SessionID) })
 	c.close()
 
-	// Resume after the output was produced.
-	time.Sleep(1500 * time.Millisecond)
+	// Resume after the output was produced (kept by the relay).
+	eventually(t, wait, "output kept for the absent client", func() bool {
+		for _, info := range p.Hub.Sessions() {
+			if info.ID == s.SessionID && !info.Client && info.KeptBytes > 0 && !info.Busy {
+				return true
+			}
+		}
+		return false
+	})
 	again := dial(t, api.resume(s.SessionID))
 	again.waitOutput("later-5", wait)
 	lines := logLines(t, p)
@@ -155,6 +162,9 @@ func TestKilledAgentRestartsAndKeepsWorkspace(t *testing.T) {
 	c.input("cat notes.txt\r")
 	c.waitOutput("precious", wait)
 
+	eventually(t, wait, "the restart logged", func() bool {
+		return len(findLog(logLines(t, p), map[string]any{"phase": "task_restart"})) > 0
+	})
 	lines := logLines(t, p)
 	if got := findLog(lines, map[string]any{"event": "task_lifecycle", "phase": "task_restart", "success": true}); len(got) != 1 {
 		t.Errorf("task_restart success lines: %d; want 1", len(got))

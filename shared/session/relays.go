@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 )
 
@@ -66,4 +67,46 @@ func (s *Service) assignRelay(ctx context.Context, sessionID string) (Relay, err
 		return Relay{}, &CodedError{Code: "NoCapacity", Err: fmt.Errorf("assign relay: %w among %d", ErrNoRelay, len(list))}
 	}
 	return r, nil
+}
+
+// rehome gives a session whose relay is gone (no heartbeat within
+// RelayMaxAge) to a healthy one, so that its client, told by the old relay
+// to resume (1001), can reconnect. The task of the old relay cannot follow
+// (its bridge knows the old relay's address only), so the session is
+// marked stopped: the start that follows stops that task (R4) and starts a
+// new one for the new relay, on the same workspace.
+func (s *Service) rehome(ctx context.Context, log *slog.Logger, sess Session) (Session, error) {
+	if !s.cfg.AssignRelays {
+		return sess, nil
+	}
+	list, err := s.Store.ListRelays(ctx)
+	if err != nil {
+		return sess, fmt.Errorf("list relays: %w", err)
+	}
+	now := s.Clock.Now()
+	for _, r := range list {
+		if r.ID == sess.RelayID && now.Sub(r.HeartbeatAt) <= s.cfg.RelayMaxAge {
+			return sess, nil
+		}
+	}
+	r, ok := PickRelay(list, sess.ID, now, s.cfg.RelayMaxAge)
+	if !ok {
+		return sess, &CodedError{Code: "NoCapacity",
+			Err: fmt.Errorf("session %s: its relay %s is gone: %w", sess.ID, sess.RelayID, ErrNoRelay)}
+	}
+	old := sess.RelayID
+	next, err := s.updateSession(ctx, sess.ID, func(cur *Session) error {
+		if cur.RelayID != old {
+			return errNoChange
+		}
+		cur.RelayID = r.ID
+		cur.State = StateStopped
+		return nil
+	})
+	if err != nil {
+		return sess, fmt.Errorf("move session %s to relay %s: %w", sess.ID, r.ID, err)
+	}
+	log.InfoContext(ctx, "session moved to a healthy relay", "event", "session_rehomed",
+		"fromRelay", old, "toRelay", r.ID)
+	return next, nil
 }

@@ -233,6 +233,9 @@ func (s *Service) Resume(ctx context.Context, r Request, userID, id string) (Vie
 		return View{}, err
 	}
 	log := s.logger(r, sess)
+	if sess, err = s.rehome(ctx, log, sess); err != nil {
+		return View{}, err
+	}
 
 	for attempt := 0; ; attempt++ {
 		live, err := s.needsTask(ctx, sess)
@@ -351,6 +354,12 @@ func (s *Service) view(ctx context.Context, sess Session, created bool) (View, e
 		return View{}, fmt.Errorf("issue ticket: %w", err)
 	}
 	relay, err := s.relayOf(ctx, sess.RelayID)
+	if errors.Is(err, ErrNoRelay) {
+		// The session's relay is gone: nothing serves it until a resume
+		// moves it to a healthy one, which is what the client is to do.
+		sess.State = StateStopped
+		return View{Session: sess, Ticket: tk, TicketExpiresAt: exp, Created: created}, nil
+	}
 	if err != nil {
 		return View{}, fmt.Errorf("find the session's relay: %w", err)
 	}
