@@ -4,6 +4,10 @@
 //
 //	go run ./lambdas/report --date 2026-12-04 --range 7d --format md
 //	go run ./lambdas/report --source aws --env stage --format json
+//
+// Where AWS_LAMBDA_RUNTIME_API is set, the same binary is the scheduled
+// report Lambda (package shared/report/schedule): `make lambdas` builds it
+// as bootstrap for provided.al2023.
 package main
 
 import (
@@ -19,11 +23,18 @@ import (
 	"strings"
 	"time"
 
+	"github.com/aws/aws-lambda-go/lambda"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/sns"
 	"golang.org/x/term"
 
+	"github.com/aishell/aishell/shared/awsclient"
+	"github.com/aishell/aishell/shared/awsops"
+	"github.com/aishell/aishell/shared/events"
 	"github.com/aishell/aishell/shared/logging"
 	"github.com/aishell/aishell/shared/report"
 	"github.com/aishell/aishell/shared/report/cloudwatch"
+	"github.com/aishell/aishell/shared/report/schedule"
 )
 
 // Events of the command's own log lines on stderr.
@@ -37,9 +48,41 @@ const (
 const maxDays = 366
 
 func main() {
-	// The scheduled Lambda mode (AWS_LAMBDA_RUNTIME_API set) belongs to its
-	// own issue; until then the binary always runs as this command.
+	if os.Getenv("AWS_LAMBDA_RUNTIME_API") != "" {
+		lambdaMain()
+		return
+	}
 	os.Exit(run(context.Background(), os.Args[1:], os.Stdout, os.Stderr, os.Getenv, time.Now()))
+}
+
+// lambdaMain runs the binary as the scheduled report Lambda.
+func lambdaMain() {
+	ctx := context.Background()
+	log := logging.New(os.Stdout, "report", logging.LevelFromEnv())
+	schedule.RouteRuntimeLog(log)
+	h, err := newHandler(ctx, log, nil)
+	if err != nil {
+		logging.Event(ctx, log, slog.LevelError, "lambda_init_failed", "report Lambda cannot start",
+			slog.String(events.FieldReason, err.Error()))
+		os.Exit(1)
+	}
+	lambda.Start(h.Handle)
+}
+
+// newHandler wires the Lambda's handler from the environment
+// (schedule.ConfigFromEnv) to AWS clients that X-Ray instruments. rec, when
+// set (tests), records the AWS operations called.
+func newHandler(ctx context.Context, log *slog.Logger, rec *awsops.Recorder) (*schedule.Handler, error) {
+	cfg, err := schedule.ConfigFromEnv(os.Getenv)
+	if err != nil {
+		return nil, err
+	}
+	awsCfg, err := awsclient.Load(ctx, awsops.ReportLambda, rec)
+	if err != nil {
+		return nil, err
+	}
+	return schedule.New(cfg, schedule.LogsClient(awsCfg), s3.NewFromConfig(awsCfg),
+		sns.NewFromConfig(awsCfg), log), nil
 }
 
 // config is what the flags say.

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aishell/aishell/shared/awsops"
 	"github.com/aishell/aishell/shared/report"
 	"github.com/aishell/aishell/shared/report/cloudwatch/cloudwatchtest"
 	"github.com/aishell/aishell/shared/report/corpus"
@@ -19,11 +20,15 @@ import (
 
 var moto *cloudwatchtest.Moto
 
+// recorder notes the AWS operations of the Lambda's wiring; TestMain checks
+// them against the report Lambda's role (R11).
+var recorder = awsops.NewRecorder()
+
 func TestMain(m *testing.M) {
 	var err error
 	moto, err = cloudwatchtest.StartMoto()
 	if errors.Is(err, cloudwatchtest.ErrNoMoto) && os.Getenv("CI") == "" {
-		fmt.Fprintln(os.Stderr, "moto_server not installed: the --source aws case is skipped")
+		fmt.Fprintln(os.Stderr, "moto_server not installed: the AWS cases are skipped")
 		moto = nil
 	} else if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -32,6 +37,15 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	if moto != nil {
 		moto.Stop()
+	}
+	if binDir != "" {
+		os.RemoveAll(binDir)
+	}
+	if code == 0 {
+		if err := recorder.Check(); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			code = 1
+		}
 	}
 	os.Exit(code)
 }
