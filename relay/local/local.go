@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/aishell/aishell/relay/hub"
+	"github.com/aishell/aishell/relay/ops"
 	"github.com/aishell/aishell/relay/server"
 	"github.com/aishell/aishell/shared/events"
 	"github.com/aishell/aishell/shared/keys"
@@ -201,6 +202,11 @@ func Start(ctx context.Context, cfg Config) (*Product, error) {
 		p.Svc.OnWarmClaim = p.Refill.Kick
 	}
 
+	// The operator page (/ops): loopback only, like everything here.
+	opsPage := ops.New(ops.Options{
+		Hub: p.Hub, Store: p.Store, RelayID: relayID, WarmTarget: warmTarget(cfg),
+		LogsDir: p.LogsDir, Env: Env, Log: log,
+	})
 	p.srv = &http.Server{
 		Handler: server.New(server.Options{
 			Hub:       p.Hub,
@@ -209,6 +215,7 @@ func Start(ctx context.Context, cfg Config) (*Product, error) {
 			API:       &sessionapi.Handler{Svc: p.Svc, RelayURL: scfg.ClientRelayURL, Log: log},
 			DevJWTKey: p.Keys.DevJWT,
 			Static:    cfg.Static,
+			Ops:       opsPage,
 			Control:   cfg.Control,
 			// Answer only to loopback names (no DNS rebinding), and let no
 			// user's agent sign in as anyone.
@@ -238,6 +245,14 @@ func Start(ctx context.Context, cfg Config) (*Product, error) {
 		slog.String(events.FieldRelayID, relayID), slog.Bool("warmPool", cfg.WarmPool),
 		slog.Int("warmPoolSize", cfg.WarmPoolSize), slog.String("dataDir", dataDir))
 	return p, nil
+}
+
+// warmTarget is the warm pool's size, 0 when it is off.
+func warmTarget(cfg Config) int {
+	if !cfg.WarmPool {
+		return 0
+	}
+	return cfg.WarmPoolSize
 }
 
 func (p *Product) fail(err error) error {

@@ -49,6 +49,10 @@ type Options struct {
 	Static http.Handler
 	Clock  session.Clock
 	Log    *slog.Logger
+
+	// Ops serves the operator page at /ops, /ops/ and /ops.json (one
+	// machine, relay/ops); may be nil.
+	Ops http.Handler
 }
 
 // Server routes the relay's requests.
@@ -86,6 +90,11 @@ func New(o Options) *Server {
 			writeAPIError(w, http.StatusMethodNotAllowed, "METHOD_NOT_ALLOWED", r.Method+" not allowed; use GET")
 		})
 		s.mux.HandleFunc("/api/", s.api)
+	}
+	if o.Ops != nil {
+		s.mux.Handle("GET /ops", o.Ops)
+		s.mux.Handle("GET /ops/", o.Ops)
+		s.mux.Handle("GET /ops.json", o.Ops)
 	}
 	if o.Static != nil {
 		s.mux.Handle("/", o.Static)
