@@ -136,7 +136,9 @@ func RestartDefinition(opts ...Option) string {
 			StateWaitConnection: callbackTask(fn, register, StateReady,
 				"Store this state's task token on the session; the relay returns it with "+
 					"SendTaskSuccess once the task has connected (or the step does, if it has already)."),
-			StateReady: {Type: "Succeed", OutputPath: "$.task"},
+			// A Pass that ends, rather than a Succeed with OutputPath, which
+			// the language allows but cfn-lint's schema refuses.
+			StateReady: {Type: "Pass", OutputPath: "$.task", End: true},
 		},
 	}
 	catchInto(&m, map[string]string{

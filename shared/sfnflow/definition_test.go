@@ -66,8 +66,8 @@ func TestRestartDefinition(t *testing.T) {
 	if got := m.path(); !slices.Equal(got, want) {
 		t.Errorf("got states %v; want %v", got, want)
 	}
-	if m.States["Ready"].Type != "Succeed" {
-		t.Errorf("got Ready of type %s; want Succeed", m.States["Ready"].Type)
+	if r := m.States["Ready"]; r.Type != "Pass" || !r.End {
+		t.Errorf("got Ready of type %s, end %v; want a Pass that ends", r.Type, r.End)
 	}
 	steps := map[string]string{
 		"StopOldTask": "stop_old_task", "StartTask": "start_task",
