@@ -211,11 +211,14 @@ func TestPageShowsLiveSessionsAndThePool(t *testing.T) {
 			snap.RelayID, snap.Warm.Target, snap.Hub)
 	}
 
-	// Today's report reads the product's own log files.
+	// Today's report reads the product's own log files. The session was
+	// logged before its ticket was handed out; its task's readiness may be
+	// logged a moment after the client heard of it, so it is not counted
+	// on here.
 	r := snap.Report
-	if r.Error != "" || r.Today == nil || r.Today.Sessions.Created != 1 || r.Today.Tasks.Connected < 1 ||
+	if r.Error != "" || r.Today == nil || r.Today.Sessions.Created != 1 || r.Today.RelayStarts != 1 ||
 		len(r.Days) != ops.TrendDays || len(r.Startup) == 0 {
-		t.Errorf("report: got %+v (error %q); want today's session and its task", r.Today, r.Error)
+		t.Errorf("report: got %+v (error %q); want today's session and relay start", r.Today, r.Error)
 	}
 
 	// The page shows the same.
