@@ -51,7 +51,7 @@ report:
 # functions' code assets as they are.
 .PHONY: lambdas
 lambdas:
-	for fn in session restart refill; do \
+	for fn in session restart refill report; do \
 	  GOOS=linux GOARCH=arm64 CGO_ENABLED=0 $(GO) build -tags lambda.norpc -trimpath \
 	    -ldflags="-s -w" -o $(BIN)/lambdas/$$fn/bootstrap ./lambdas/$$fn || exit 1; \
 	done

@@ -47,6 +47,10 @@ func (t *wsTransport) ReadFrame() ([]byte, error) {
 		return nil, err
 	}
 	if len(p) > t.maxFrame {
+		// Read the rest of the frame (bounded by the read limit), so that
+		// closing does not reset the connection before the client has read
+		// why.
+		io.Copy(io.Discard, r)
 		return nil, hub.ErrFrameTooLarge
 	}
 	if kind != websocket.TextMessage {
