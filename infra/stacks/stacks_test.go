@@ -176,6 +176,15 @@ func TestRestartMachineEndsWithin30sAndCatchesEveryStep(t *testing.T) {
 				if !ok {
 					t.Fatalf("no state machine %s among %v", name, machines)
 				}
+				// The deployed text is the very text the moto runs of
+				// shared/sfnflow execute.
+				want := sfnflow.RestartDefinition()
+				if strings.HasSuffix(name, "-refill") {
+					want = sfnflow.RefillDefinition()
+				}
+				if got, _ := p["DefinitionString"].(string); got != want {
+					t.Errorf("%s: deployed definition differs from sfnflow's", name)
+				}
 				var def struct {
 					TimeoutSeconds int
 					States         map[string]struct {
