@@ -7,10 +7,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/aishell/aishell/relay/internal/buildtest"
 	"log/slog"
 	"net"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -120,7 +119,7 @@ func newProduct(t *testing.T, o options) *product {
 		SecurityGroups:    []string{cluster.group},
 		LaunchType:        "FARGATE",
 		Env:               "e2e",
-		WorkspaceRoot:     openTempDir(t),
+		WorkspaceRoot:     buildtest.OpenTempDir(t),
 		AgentCommand:      o.agent,
 		SharedAccessPoint: true,
 	}
@@ -259,20 +258,6 @@ func reservePort(t *testing.T) string {
 	addr := ln.Addr().String()
 	ln.Close()
 	return addr
-}
-
-// openTempDir returns a temporary folder that agents under their own uids
-// can reach: each folder on its way from the system's temporary folder is
-// opened to 0755 (t.TempDir makes them 0700).
-func openTempDir(t *testing.T) string {
-	t.Helper()
-	dir := t.TempDir()
-	for d := dir; d != "/" && d != filepath.Clean(os.TempDir()); d = filepath.Dir(d) {
-		if err := os.Chmod(d, 0o755); err != nil {
-			t.Fatalf("open %s to other users: %v", d, err)
-		}
-	}
-	return dir
 }
 
 // eventually checks cond until it holds, at most limit. It is for state

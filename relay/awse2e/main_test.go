@@ -13,10 +13,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/aishell/aishell/relay/internal/buildtest"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -106,15 +105,13 @@ func run(m *testing.M) int {
 
 // buildBridge builds the bridge binary into dir, once for the package.
 func buildBridge(dir string) error {
-	bridgeBin = filepath.Join(dir, "bridge")
-	_, file, _, _ := runtime.Caller(0)
-	build := exec.Command("go", "build", "-o", bridgeBin, "./relay/cmd/bridge")
-	build.Dir = filepath.Join(filepath.Dir(file), "..", "..")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		return fmt.Errorf("build bridge: %w", err)
+	built, err := buildtest.Build("bridge")
+	if err != nil {
+		return err
 	}
-	return nil
+	defer os.RemoveAll(built)
+	bridgeBin = filepath.Join(dir, "bridge")
+	return os.Rename(filepath.Join(built, "bridge"), bridgeBin)
 }
 
 // prepareMoto makes the world the product expects to find, with calls that

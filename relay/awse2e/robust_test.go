@@ -3,6 +3,7 @@ package awse2e
 import (
 	"context"
 	"encoding/json"
+	"github.com/aishell/aishell/relay/internal/buildtest"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -41,7 +42,7 @@ func TestOutputWhileAwayIsDeliveredOnReturn(t *testing.T) {
 func TestResumeWhileStoppingNeverYieldsTwoTasks(t *testing.T) {
 	// An agent that ignores hang-up and terminate keeps its bridge in its
 	// grace period after an idle stop, so the resume lands mid-stop.
-	agent := filepath.Join(openTempDir(t), "stubborn.sh")
+	agent := filepath.Join(buildtest.OpenTempDir(t), "stubborn.sh")
 	script := "#!/bin/sh\ntrap '' HUP TERM\nexec /bin/sh -i\n"
 	if err := os.WriteFile(agent, []byte(script), 0o755); err != nil {
 		t.Fatal(err)

@@ -3,6 +3,7 @@ package awse2e
 import (
 	"context"
 	"encoding/json"
+	"github.com/aishell/aishell/relay/internal/buildtest"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -166,7 +167,7 @@ func TestKilledAgentRestartsAndKeepsWorkspace(t *testing.T) {
 func TestAgentThatCannotStartFailsRestartWithReason(t *testing.T) {
 	// The agent is a script deleted once the first task runs, so the
 	// restart's agent cannot start.
-	agent := filepath.Join(openTempDir(t), "agent.sh")
+	agent := filepath.Join(buildtest.OpenTempDir(t), "agent.sh")
 	if err := os.WriteFile(agent, []byte("#!/bin/sh\nexec /bin/sh -i\n"), 0o755); err != nil {
 		t.Fatal(err)
 	}

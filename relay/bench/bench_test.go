@@ -10,6 +10,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/aishell/aishell/relay/internal/buildtest"
 	"io"
 	"net"
 	"net/http"
@@ -18,7 +19,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -40,40 +40,21 @@ const sessions = 200
 var binDir string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "aishell-bench-")
+	dir, err := buildtest.Build("bridge", "relay")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
 	binDir = dir
-	_, file, _, _ := runtime.Caller(0)
-	root := filepath.Join(filepath.Dir(file), "..", "..")
-	for _, cmd := range []string{"bridge", "relay"} {
-		build := exec.Command("go", "build", "-o", filepath.Join(dir, cmd), "./relay/cmd/"+cmd)
-		build.Dir = root
-		build.Stdout, build.Stderr = os.Stderr, os.Stderr
-		if err := build.Run(); err != nil {
-			fmt.Fprintln(os.Stderr, "build:", err)
-			os.Exit(1)
-		}
-	}
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
 }
 
-func openDir(b *testing.B) string {
-	dir := b.TempDir()
-	for d := dir; d != os.TempDir() && d != "/"; d = filepath.Dir(d) {
-		os.Chmod(d, 0o755)
-	}
-	return dir
-}
-
 func startProduct(b *testing.B, warm int, agent, mode string) *local.Product {
 	b.Helper()
 	p, err := local.Start(context.Background(), local.Config{
-		Addr: "127.0.0.1:0", DataDir: openDir(b), BridgePath: filepath.Join(binDir, "bridge"),
+		Addr: "127.0.0.1:0", DataDir: buildtest.OpenTempDir(b), BridgePath: filepath.Join(binDir, "bridge"),
 		AgentCommand: agent, AgentMode: mode,
 		WarmPool: warm > 0, WarmPoolSize: warm, RefillInterval: 200 * time.Millisecond,
 	})
@@ -270,7 +251,7 @@ func directBridge(b *testing.B) *websocket.Conn {
 	cmd := exec.CommandContext(ctx, filepath.Join(binDir, "bridge"))
 	cmd.Env = append(os.Environ(), "RELAY_URL=ws://"+ln.Addr().String(), "TASK_ID=t_direct",
 		"TASK_CREDENTIAL=unchecked", "SESSION_ID=s_direct", "USER_ID=direct",
-		"WORKSPACE_ROOT="+openDir(b), "AGENT_COMMAND=cat", "AGENT_MODE=pipes")
+		"WORKSPACE_ROOT="+buildtest.OpenTempDir(b), "AGENT_COMMAND=cat", "AGENT_MODE=pipes")
 	if err := cmd.Start(); err != nil {
 		b.Fatal(err)
 	}
@@ -418,7 +399,7 @@ func BenchmarkIdleSessionMemory(b *testing.B) {
 	port := ln.Addr().(*net.TCPAddr).Port
 	ln.Close()
 	cmd := exec.Command(filepath.Join(binDir, "relay"))
-	cmd.Env = append(os.Environ(), "PORT="+strconv.Itoa(port), "DATA_DIR="+openDir(b),
+	cmd.Env = append(os.Environ(), "PORT="+strconv.Itoa(port), "DATA_DIR="+buildtest.OpenTempDir(b),
 		"ENABLE_WARM_POOL=false", "AGENT_COMMAND=/bin/sh", "LOG_LEVEL=warn")
 	if err := cmd.Start(); err != nil {
 		b.Fatal(err)

@@ -8,11 +8,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/aishell/aishell/relay/internal/buildtest"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"runtime"
 	"testing"
 	"time"
 
@@ -25,21 +24,12 @@ import (
 var bridgeBin string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "aishell-e2e-")
+	dir, err := buildtest.Build("bridge")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
 	bridgeBin = filepath.Join(dir, "bridge")
-	_, file, _, _ := runtime.Caller(0)
-	root := filepath.Join(filepath.Dir(file), "..", "..")
-	build := exec.Command("go", "build", "-o", bridgeBin, "./relay/cmd/bridge")
-	build.Dir = root
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "build bridge:", err)
-		os.Exit(1)
-	}
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
@@ -66,7 +56,7 @@ func startProduct(t *testing.T, o options) *local.Product {
 		o.agent = "/bin/sh"
 	}
 	if o.dataDir == "" {
-		o.dataDir = openTempDir(t)
+		o.dataDir = buildtest.OpenTempDir(t)
 	}
 	var static http.Handler
 	if o.page {
@@ -154,17 +144,4 @@ func eventually(t *testing.T, limit time.Duration, what string, cond func() bool
 		// tables), which has no event to wait on.
 		time.Sleep(20 * time.Millisecond)
 	}
-}
-
-// openTempDir returns a temporary folder that agents running under their
-// own uids can traverse (t.TempDir makes 0700 folders).
-func openTempDir(t *testing.T) string {
-	t.Helper()
-	dir := t.TempDir()
-	for d := dir; d != os.TempDir() && d != "/"; d = filepath.Dir(d) {
-		if err := os.Chmod(d, 0o755); err != nil {
-			t.Fatalf("open up %s: %v", d, err)
-		}
-	}
-	return dir
 }

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"github.com/aishell/aishell/relay/internal/buildtest"
 	"net/http"
 	"net/url"
 	"os"
@@ -95,7 +96,7 @@ func readUntilClose(c *websocket.Conn) int {
 func TestResumeWhileStoppingNeverYieldsTwoTasks(t *testing.T) {
 	// An agent that ignores hang-up and terminate makes its task slow to
 	// stop (the bridge's grace period), so the resume lands mid-stop.
-	dir := openTempDir(t)
+	dir := buildtest.OpenTempDir(t)
 	agent := dir + "/stubborn.sh"
 	os.WriteFile(agent, []byte("#!/bin/sh\ntrap '' HUP TERM\nexec /bin/sh -i\n"), 0o755)
 	p := startProduct(t, options{agent: agent, idle: 300 * time.Millisecond})

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"github.com/aishell/aishell/relay/internal/buildtest"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -174,7 +175,7 @@ func TestKilledAgentRestartsAndKeepsWorkspace(t *testing.T) {
 func TestAgentThatCannotStartFailsRestartWithReason(t *testing.T) {
 	// The agent is a script that the test deletes once the first task
 	// runs, so the restart's agent cannot start.
-	dir := openTempDir(t)
+	dir := buildtest.OpenTempDir(t)
 	agent := filepath.Join(dir, "agent.sh")
 	if err := os.WriteFile(agent, []byte("#!/bin/sh\nexec /bin/sh -i\n"), 0o755); err != nil {
 		t.Fatal(err)

@@ -6,15 +6,14 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"github.com/aishell/aishell/relay/internal/buildtest"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -33,20 +32,12 @@ import (
 var bridgeBin string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "aishell-ops-")
+	dir, err := buildtest.Build("bridge")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
 	bridgeBin = filepath.Join(dir, "bridge")
-	_, file, _, _ := runtime.Caller(0)
-	build := exec.Command("go", "build", "-o", bridgeBin, "./relay/cmd/bridge")
-	build.Dir = filepath.Join(filepath.Dir(file), "..", "..")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "build bridge:", err)
-		os.Exit(1)
-	}
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
@@ -58,7 +49,7 @@ func startProduct(t *testing.T, warm int) *local.Product {
 	t.Helper()
 	p, err := local.Start(context.Background(), local.Config{
 		Addr:           "127.0.0.1:0",
-		DataDir:        openTempDir(t),
+		DataDir:        buildtest.OpenTempDir(t),
 		BridgePath:     bridgeBin,
 		AgentCommand:   "/bin/sh",
 		WarmPool:       warm > 0,
@@ -76,19 +67,6 @@ func startProduct(t *testing.T, warm int) *local.Product {
 		}
 	})
 	return p
-}
-
-// openTempDir returns a temporary folder that agents running under their
-// own uids can traverse (t.TempDir makes 0700 folders).
-func openTempDir(t *testing.T) string {
-	t.Helper()
-	dir := t.TempDir()
-	for d := dir; d != os.TempDir() && d != "/"; d = filepath.Dir(d) {
-		if err := os.Chmod(d, 0o755); err != nil {
-			t.Fatalf("open up %s: %v", d, err)
-		}
-	}
-	return dir
 }
 
 // openSession signs user in, creates a session and attaches a client
