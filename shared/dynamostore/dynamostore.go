@@ -57,12 +57,14 @@
 package dynamostore
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
 	"strings"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 
@@ -197,3 +199,35 @@ const (
 	// versionIs: the record is still at the version the writer read (:v).
 	versionIs = "#version = :v"
 )
+
+// putNew writes a new item; session.ErrExists if its id is taken.
+func (s *Store) putNew(ctx context.Context, table string, item map[string]types.AttributeValue) error {
+	_, err := s.db.PutItem(ctx, &dynamodb.PutItemInput{
+		TableName:                aws.String(table),
+		Item:                     item,
+		ConditionExpression:      aws.String(notExists),
+		ExpressionAttributeNames: map[string]string{"#id": attrID},
+	})
+	if isConditionFailed(err) {
+		return session.ErrExists
+	}
+	return err
+}
+
+// putIfVersion replaces an item if its stored version is still read;
+// session.ErrConflict if another write came first, ErrNotFound if the item
+// is gone.
+func (s *Store) putIfVersion(ctx context.Context, table string, item map[string]types.AttributeValue, read int64) error {
+	_, err := s.db.PutItem(ctx, &dynamodb.PutItemInput{
+		TableName:                           aws.String(table),
+		Item:                                item,
+		ConditionExpression:                 aws.String(versionIs),
+		ExpressionAttributeNames:            map[string]string{"#version": attrVersion},
+		ExpressionAttributeValues:           map[string]types.AttributeValue{":v": num(read)},
+		ReturnValuesOnConditionCheckFailure: types.ReturnValuesOnConditionCheckFailureAllOld,
+	})
+	if cerr := conditionFailed(err, read); cerr != nil {
+		return cerr
+	}
+	return err
+}

@@ -25,16 +25,7 @@ func (s *Store) CreateSession(ctx context.Context, sess session.Session) (sessio
 	if err != nil {
 		return session.Session{}, fmt.Errorf("create session %s: %w", sess.ID, err)
 	}
-	_, err = s.db.PutItem(ctx, &dynamodb.PutItemInput{
-		TableName:                aws.String(s.t.Sessions),
-		Item:                     item,
-		ConditionExpression:      aws.String(notExists),
-		ExpressionAttributeNames: map[string]string{"#id": attrID},
-	})
-	if isConditionFailed(err) {
-		return session.Session{}, fmt.Errorf("create session %s: %w", sess.ID, session.ErrExists)
-	}
-	if err != nil {
+	if err := s.putNew(ctx, s.t.Sessions, item); err != nil {
 		return session.Session{}, fmt.Errorf("create session %s: %w", sess.ID, err)
 	}
 	return sess, nil
@@ -80,18 +71,7 @@ func (s *Store) UpdateSession(ctx context.Context, sess session.Session) (sessio
 	if err != nil {
 		return session.Session{}, fmt.Errorf("update session %s: %w", sess.ID, err)
 	}
-	_, err = s.db.PutItem(ctx, &dynamodb.PutItemInput{
-		TableName:                           aws.String(s.t.Sessions),
-		Item:                                item,
-		ConditionExpression:                 aws.String(versionIs),
-		ExpressionAttributeNames:            map[string]string{"#version": attrVersion},
-		ExpressionAttributeValues:           map[string]types.AttributeValue{":v": num(read)},
-		ReturnValuesOnConditionCheckFailure: types.ReturnValuesOnConditionCheckFailureAllOld,
-	})
-	if cerr := conditionFailed(err, read); cerr != nil {
-		return session.Session{}, fmt.Errorf("update session %s: %w", sess.ID, cerr)
-	}
-	if err != nil {
+	if err := s.putIfVersion(ctx, s.t.Sessions, item, read); err != nil {
 		return session.Session{}, fmt.Errorf("update session %s: %w", sess.ID, err)
 	}
 	return sess, nil

@@ -26,16 +26,7 @@ func (s *Store) PutWarmTask(ctx context.Context, w session.WarmTask) (session.Wa
 	if err != nil {
 		return session.WarmTask{}, fmt.Errorf("put warm task %s: %w", w.ID, err)
 	}
-	_, err = s.db.PutItem(ctx, &dynamodb.PutItemInput{
-		TableName:                aws.String(s.t.WarmTasks),
-		Item:                     item,
-		ConditionExpression:      aws.String(notExists),
-		ExpressionAttributeNames: map[string]string{"#id": attrID},
-	})
-	if isConditionFailed(err) {
-		return session.WarmTask{}, fmt.Errorf("put warm task %s: %w", w.ID, session.ErrExists)
-	}
-	if err != nil {
+	if err := s.putNew(ctx, s.t.WarmTasks, item); err != nil {
 		return session.WarmTask{}, fmt.Errorf("put warm task %s: %w", w.ID, err)
 	}
 	return w, nil
@@ -54,18 +45,7 @@ func (s *Store) UpdateWarmTask(ctx context.Context, w session.WarmTask) (session
 	if err != nil {
 		return session.WarmTask{}, fmt.Errorf("update warm task %s: %w", w.ID, err)
 	}
-	_, err = s.db.PutItem(ctx, &dynamodb.PutItemInput{
-		TableName:                           aws.String(s.t.WarmTasks),
-		Item:                                item,
-		ConditionExpression:                 aws.String(versionIs),
-		ExpressionAttributeNames:            map[string]string{"#version": attrVersion},
-		ExpressionAttributeValues:           map[string]types.AttributeValue{":v": num(read)},
-		ReturnValuesOnConditionCheckFailure: types.ReturnValuesOnConditionCheckFailureAllOld,
-	})
-	if cerr := conditionFailed(err, read); cerr != nil {
-		return session.WarmTask{}, fmt.Errorf("update warm task %s: %w", w.ID, cerr)
-	}
-	if err != nil {
+	if err := s.putIfVersion(ctx, s.t.WarmTasks, item, read); err != nil {
 		return session.WarmTask{}, fmt.Errorf("update warm task %s: %w", w.ID, err)
 	}
 	return w, nil
