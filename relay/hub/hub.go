@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/aishell/aishell/relay/wire"
@@ -99,13 +100,16 @@ type Hub struct {
 	// OnWarmGone is called when a warm task is lost or claimed (refill).
 	onWarmGone func()
 
-	mu       sync.Mutex           // guards sessions, warm, changed, closing
+	mu       sync.Mutex           // guards sessions, warm, changed
 	sessions map[string]*sess     // by session id
 	warm     map[string]*taskConn // connected, unclaimed warm tasks by task id
 	// changed is closed and replaced whenever a session changes, waking
 	// tasks held by the early-connection hold (R3).
 	changed chan struct{}
-	closing bool
+	// closing is set once by Shutdown; read without h.mu, so that it may be
+	// asked with a session's lock held (lock order is h.mu, then a
+	// session's).
+	closing atomic.Bool
 
 	quit chan struct{} // closed by Shutdown
 	wg   sync.WaitGroup
@@ -156,6 +160,36 @@ func (h *Hub) SessionEnded(id string) {
 	if s != nil {
 		s.end()
 	}
+}
+
+// track counts a background goroutine (a restart) that Shutdown waits
+// for; it refuses once the relay is shutting down. Add and Wait never
+// race: both happen under h.mu's order with the closing flag.
+func (h *Hub) track() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closing.Load() {
+		return false
+	}
+	h.wg.Add(1)
+	return true
+}
+
+// forget drops a session's state from the hub when nothing is left in it:
+// no client, no task, no restart, no output kept. Sessions would pile up
+// in a long-running relay otherwise. It takes h.mu, then the session's.
+func (h *Hub) forget(s *sess) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if h.sessions[s.id] != s || s.client != nil || s.task != nil || s.restarting ||
+		len(s.kept) > 0 || len(s.queue) > 0 || s.dropped > 0 {
+		return
+	}
+	s.stopIdle()
+	s.stopStartWatch()
+	delete(h.sessions, s.id)
 }
 
 // session returns the hub's state for a session, creating it.
@@ -276,6 +310,7 @@ func (h *Hub) ServeClient(t Transport, userID, sessionID string, resumed bool) {
 	c.abort()
 	<-c.done
 	s.detachClient(c, reason)
+	h.forget(s)
 }
 
 // readLoop reads frames until the socket fails, passing each to handle.
@@ -301,9 +336,7 @@ func (h *Hub) readLoop(c *conn, handle func([]byte), reject func(code, msg strin
 }
 
 func (h *Hub) isClosing() bool {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.closing
+	return h.closing.Load()
 }
 
 // Shutdown tells every client to reconnect (RELAY_SHUTTING_DOWN, close
@@ -311,11 +344,11 @@ func (h *Hub) isClosing() bool {
 // waits for the sockets to flush or ctx to end.
 func (h *Hub) Shutdown(ctx context.Context) error {
 	h.mu.Lock()
-	if h.closing {
+	if h.closing.Load() {
 		h.mu.Unlock()
 		return nil
 	}
-	h.closing = true
+	h.closing.Store(true)
 	close(h.quit)
 	list := make([]*sess, 0, len(h.sessions))
 	for _, s := range h.sessions {

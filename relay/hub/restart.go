@@ -40,7 +40,15 @@ func (s *sess) restart(reason string) {
 	s.mu.Unlock()
 
 	s.log.InfoContext(ctx, "restart begins", logging.KeyEvent, "task_restart_begin", "reason", reason)
-	s.h.wg.Add(1)
+	if !s.h.track() {
+		// The relay began shutting down meanwhile: the restart is the next
+		// relay's, when the user resumes.
+		cancel()
+		s.mu.Lock()
+		s.restarting, s.restartAbort, s.restartStop = false, nil, nil
+		s.mu.Unlock()
+		return
+	}
 	go func() {
 		defer s.h.wg.Done()
 		defer cancel()
@@ -145,6 +153,8 @@ func (s *sess) restartFailed(ctx context.Context, start time.Time, step, reason 
 	logEvent(ctx, s.log, slog.LevelInfo, events.TaskLifecycle, "restart failed",
 		phase(events.PhaseTaskRestart), logging.Duration(time.Since(start)),
 		slog.Bool(events.FieldSuccess, false))
+
+	s.h.forget(s)
 
 	// Leave nothing running that no session will use.
 	rec, err := s.h.svc.EndRestart(ctx, s.id)

@@ -116,7 +116,7 @@ func (h *Hub) ServeWarm(t Transport, taskID string) {
 		return
 	}
 	h.mu.Lock()
-	if h.closing {
+	if h.closing.Load() {
 		h.mu.Unlock()
 		tc.close(CloseGoingAway, "relay shutting down")
 		<-tc.done
@@ -198,6 +198,7 @@ func (h *Hub) serveTaskFrames(tc *taskConn) {
 
 	if s := tc.sess.Load(); s != nil {
 		s.taskLost(tc, tc.reason("task socket closed: "+reason))
+		h.forget(s)
 		return
 	}
 	h.warmLost(tc, tc.reason(reason))
@@ -211,7 +212,7 @@ func (h *Hub) warmLost(tc *taskConn, reason string) {
 	if ok && cur == tc {
 		delete(h.warm, tc.id)
 	}
-	closing := h.closing
+	closing := h.closing.Load()
 	h.mu.Unlock()
 	if !ok || cur != tc || closing {
 		return
