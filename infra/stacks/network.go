@@ -108,6 +108,8 @@ func NewNetworkStack(scope constructs.Construct, id string, props *NetworkStackP
 	s.RelaySG.AddIngressRule(s.LoadBalancerSG, relayPort, jsii.String("load balancer to relay"), nil)
 	s.RelaySG.AddIngressRule(s.AgentTaskSG, relayPort, jsii.String("agent tasks to relay"), nil)
 	s.RelaySG.AddIngressRule(s.LambdaSG, relayPort, jsii.String("Lambdas to relay control API"), nil)
+	s.RelaySG.AddIngressRule(s.RelaySG, relayPort,
+		jsii.String("relay to relay: a client forwarded to its session's relay"), nil)
 	s.FileSystemSG.AddIngressRule(s.AgentTaskSG, awsec2.Port_Tcp(jsii.Number(2049)),
 		jsii.String("NFS from agent tasks"), nil)
 	return s

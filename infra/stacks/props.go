@@ -42,9 +42,8 @@ type EnvironmentProps struct {
 	AgentMaxInstances int
 
 	// RelayMinTasks and RelayMaxTasks bound the relay service's
-	// auto-scaling. Both are 1 for now: the load balancer sends a client
-	// to any relay, and relays do not yet hand a client to the relay that
-	// owns its session.
+	// auto-scaling. The load balancer sends a client to any relay; one that
+	// does not own the session forwards the socket to the one that does.
 	RelayMinTasks int
 	RelayMaxTasks int
 
@@ -68,7 +67,7 @@ var Stage = EnvironmentProps{
 	AgentMinInstances: 1,
 	AgentMaxInstances: 4,
 	RelayMinTasks:     1,
-	RelayMaxTasks:     1,
+	RelayMaxTasks:     2,
 	WarmPoolSize:      1,
 	LogRetention:      awslogs.RetentionDays_ONE_MONTH,
 	RemovalPolicy:     awscdk.RemovalPolicy_DESTROY,
@@ -82,8 +81,8 @@ var Prod = EnvironmentProps{
 	AgentInstanceType: "m7g.xlarge",
 	AgentMinInstances: 2,
 	AgentMaxInstances: 20,
-	RelayMinTasks:     1,
-	RelayMaxTasks:     1,
+	RelayMinTasks:     2,
+	RelayMaxTasks:     10,
 	WarmPoolSize:      4,
 	LogRetention:      awslogs.RetentionDays_THREE_MONTHS,
 	RemovalPolicy:     awscdk.RemovalPolicy_RETAIN,

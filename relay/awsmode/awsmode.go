@@ -219,6 +219,7 @@ func Start(ctx context.Context, cfg Config) (*Relay, error) {
 	r.srv = &http.Server{
 		Handler: server.New(server.Options{
 			Hub: h, Tickets: k.Tickets, TaskKeys: k.TaskKeys, Static: cfg.Static, Control: true, Log: log,
+			Owners: owners{store: store, self: cfg.RelayID, maxAge: 90 * time.Second},
 		}),
 		ReadHeaderTimeout: 10 * time.Second,
 	}
@@ -292,4 +293,31 @@ func (r *Relay) Close(ctx context.Context) error {
 		r.err = errors.Join(errs...)
 	})
 	return r.err
+}
+
+// owners finds the relay that owns a session, for the client sockets that
+// the load balancer brings to another relay.
+type owners struct {
+	store  session.Store
+	self   string
+	maxAge time.Duration
+}
+
+// Owner returns the owning relay's internal base URL, "" for this relay's
+// own sessions (and for unknown ones, which this relay refuses itself).
+func (o owners) Owner(ctx context.Context, sessionID string) (string, error) {
+	rec, err := o.store.GetSession(ctx, sessionID)
+	if err != nil || rec.RelayID == o.self {
+		return "", nil
+	}
+	relays, err := o.store.ListRelays(ctx)
+	if err != nil {
+		return "", fmt.Errorf("list relays: %w", err)
+	}
+	for _, r := range relays {
+		if r.ID == rec.RelayID && time.Since(r.HeartbeatAt) <= o.maxAge {
+			return r.TaskURL, nil
+		}
+	}
+	return "", fmt.Errorf("relay %s of session %s: %w", rec.RelayID, sessionID, session.ErrNoRelay)
 }

@@ -34,6 +34,9 @@ type Options struct {
 	API *sessionapi.Handler
 	// DevJWTKey signs and checks development tokens for /api (one machine).
 	DevJWTKey []byte
+	// Owners, when set, forwards client sockets of sessions that another
+	// relay owns to that relay (several relays behind one address).
+	Owners Owners
 	// Control turns on the control API (relayclient) for a control plane
 	// in other processes (AWS); one machine has no need of it.
 	Control bool
@@ -134,7 +137,11 @@ func (s *Server) checkOrigin(r *http.Request) bool {
 // client authenticates a client socket by its ticket. A bad ticket still
 // gets the socket, to hear the error code, then close 1008.
 func (s *Server) client(w http.ResponseWriter, r *http.Request) {
-	claims, err := s.o.Tickets.Verify(r.URL.Query().Get("ticket"), ticket.KindClient, s.o.Clock.Now())
+	tk := r.URL.Query().Get("ticket")
+	claims, err := s.o.Tickets.Verify(tk, ticket.KindClient, s.o.Clock.Now())
+	if err == nil && s.forward(w, r, claims.SessionID, tk) {
+		return
+	}
 	ws, uerr := s.upgrader.Upgrade(w, r, nil)
 	if uerr != nil {
 		return // the upgrader has answered the request
