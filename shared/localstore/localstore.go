@@ -549,6 +549,9 @@ var _ session.Store = (*Store)(nil)
 // machine the one relay is this process, and a heartbeat is no reason to
 // rewrite the state file.
 func (s *Store) PutRelay(ctx context.Context, r session.Relay) error {
+	if r.ID == "" {
+		return errors.New("put relay: empty id")
+	}
 	if err := s.begin(ctx); err != nil {
 		return fmt.Errorf("put relay %s: %w", r.ID, err)
 	}

@@ -54,9 +54,6 @@ func TestContract(t *testing.T) {
 		// A sequence number records the order of creations. (Times come
 		// back in the zone they were written in, so no TimesInUTC.)
 		storetest.SameInstantOrder(storetest.NewerByCreation),
-		// Known shortcoming: of the writes, only PutRelay lets an empty id by.
-		storetest.KnownGap("refuses an empty id/put relay",
-			"PutRelay stores a relay with an empty id; it checks no id"),
 	)
 }
 
