@@ -366,6 +366,9 @@ func compareCreation(a, b storedSession) int {
 // SessionOfUser returns the user's newest session (latest CreatedAt, then
 // the one created last); ErrNotFound if the user has none.
 func (s *Store) SessionOfUser(ctx context.Context, userID string) (session.Session, error) {
+	if userID == "" {
+		return session.Session{}, fmt.Errorf("find session of user %q: %w", userID, session.ErrNotFound)
+	}
 	if err := s.begin(ctx); err != nil {
 		return session.Session{}, fmt.Errorf("find session of user %s: %w", userID, err)
 	}
