@@ -89,7 +89,11 @@ func (r *Report) Title() string {
 // comparedWith says what the report compares with, as a sentence.
 func (r *Report) comparedWith() string {
 	if r.Baseline == nil {
-		return fmt.Sprintf("No events in %s to compare with.", r.Period.Before())
+		compared := r.Compared
+		if compared.Days == 0 {
+			compared = r.Period.Before()
+		}
+		return fmt.Sprintf("No events in %s to compare with.", compared)
 	}
 	return fmt.Sprintf("Compared with %s.", r.Baseline.Period)
 }

@@ -82,6 +82,8 @@ type Report struct {
 	Days     []Day     `json:"-"` // one per day of Period, in order
 	Startups []float64 `json:"-"` // the task_ready durations, sorted
 	Baseline *Baseline `json:"-"` // nil when the baseline period had no events
+	// Compared is the baseline period scanned, events or not.
+	Compared Period    `json:"-"`
 	Scanned  ScanStats `json:"-"` // lines read for Period
 }
 
@@ -135,6 +137,7 @@ func Build(ctx context.Context, src Source, opts Options) (*Report, error) {
 		Period:   p,
 		Startups: total.Startups(),
 		Scanned:  stats,
+		Compared: bp,
 	}
 	for i := range days {
 		r.Days = append(r.Days, Day{Date: p.First.AddDate(0, 0, i), Figures: days[i].Figures()})
