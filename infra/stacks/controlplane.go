@@ -53,9 +53,8 @@ func CheckLambdaCode(dir string) error {
 	return nil
 }
 
-// HasReportCode reports whether the report Lambda's binary is under dir.
-// Its Lambda mode came after the others, and `make lambdas` may not build
-// it yet: without it the stack leaves the report Lambda and its schedule
+// HasReportCode reports whether the report Lambda's binary is under dir
+// (`make lambdas` builds it): without it the stack leaves the report Lambda and its schedule
 // out and says so in a synth warning.
 func HasReportCode(dir string) bool { return hasCode(dir, ReportFunction) }
 
