@@ -53,20 +53,10 @@ func TestMain(m *testing.M) {
 
 func startProduct(b *testing.B, warm int, agent, mode string) *local.Product {
 	b.Helper()
-	p, err := local.Start(context.Background(), local.Config{
-		Addr: "127.0.0.1:0", DataDir: buildtest.OpenTempDir(b), BridgePath: filepath.Join(binDir, "bridge"),
-		AgentCommand: agent, AgentMode: mode,
+	return buildtest.Product(b, local.Config{
+		BridgePath: filepath.Join(binDir, "bridge"), AgentCommand: agent, AgentMode: mode,
 		WarmPool: warm > 0, WarmPoolSize: warm, RefillInterval: 200 * time.Millisecond,
 	})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		p.Close(ctx)
-	})
-	return p
 }
 
 type api struct {

@@ -5,7 +5,6 @@ package e2e
 
 import (
 	"bufio"
-	"context"
 	"encoding/json"
 	"fmt"
 	"github.com/aishell/aishell/relay/internal/buildtest"
@@ -52,43 +51,24 @@ type options struct {
 // data folder, and stops it (and every task process) when the test ends.
 func startProduct(t *testing.T, o options) *local.Product {
 	t.Helper()
-	if o.agent == "" {
-		o.agent = "/bin/sh"
-	}
-	if o.dataDir == "" {
-		o.dataDir = buildtest.OpenTempDir(t)
-	}
 	var static http.Handler
 	if o.page {
 		static = web.Handler()
 	}
-	p, err := local.Start(context.Background(), local.Config{
-		Addr:           "127.0.0.1:0",
-		DataDir:        o.dataDir,
-		BridgePath:     bridgeBin,
-		AgentCommand:   o.agent,
-		WarmPool:       o.warm > 0,
-		WarmPoolSize:   o.warm,
-		RefillInterval: time.Second,
-		Control:        o.control,
-		Static:         static,
+	return buildtest.Product(t, local.Config{
+		DataDir:      o.dataDir,
+		BridgePath:   bridgeBin,
+		AgentCommand: o.agent,
+		WarmPool:     o.warm > 0,
+		WarmPoolSize: o.warm,
+		Control:      o.control,
+		Static:       static,
 		Hub: hub.Config{
 			IdleTimeout: o.idle,
 			HoldTimeout: o.hold,
 			MaxFrame:    o.maxFrame,
 		},
 	})
-	if err != nil {
-		t.Fatalf("start product: %v", err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		defer cancel()
-		if err := p.Close(ctx); err != nil {
-			t.Errorf("close product: %v", err)
-		}
-	})
-	return p
 }
 
 // logLines reads every JSON log line the product wrote so far.

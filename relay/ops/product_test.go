@@ -47,26 +47,11 @@ func TestMain(m *testing.M) {
 // data folder and stops it when the test ends.
 func startProduct(t *testing.T, warm int) *local.Product {
 	t.Helper()
-	p, err := local.Start(context.Background(), local.Config{
-		Addr:           "127.0.0.1:0",
-		DataDir:        buildtest.OpenTempDir(t),
-		BridgePath:     bridgeBin,
-		AgentCommand:   "/bin/sh",
-		WarmPool:       warm > 0,
-		WarmPoolSize:   warm,
-		RefillInterval: time.Second,
+	return buildtest.Product(t, local.Config{
+		BridgePath:   bridgeBin,
+		WarmPool:     warm > 0,
+		WarmPoolSize: warm,
 	})
-	if err != nil {
-		t.Fatalf("start product: %v", err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		defer cancel()
-		if err := p.Close(ctx); err != nil {
-			t.Errorf("close product: %v", err)
-		}
-	})
-	return p
 }
 
 // openSession signs user in, creates a session and attaches a client
