@@ -231,3 +231,28 @@ func (s *Store) putIfVersion(ctx context.Context, table string, item map[string]
 	}
 	return err
 }
+
+// scanAll reads every item of a table with consistent reads, page by
+// page, and decodes each.
+func scanAll[T any](ctx context.Context, s *Store, table string,
+	decode func(map[string]types.AttributeValue) (T, error)) ([]T, error) {
+	out := []T{}
+	p := dynamodb.NewScanPaginator(s.db, &dynamodb.ScanInput{
+		TableName:      aws.String(table),
+		ConsistentRead: aws.Bool(true),
+	})
+	for p.HasMorePages() {
+		page, err := p.NextPage(ctx)
+		if err != nil {
+			return nil, err
+		}
+		for _, item := range page.Items {
+			v, err := decode(item)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, v)
+		}
+	}
+	return out, nil
+}

@@ -37,23 +37,9 @@ func (s *Store) PutRelay(ctx context.Context, r session.Relay) error {
 // their TTL that DynamoDB has not deleted yet: callers judge a relay by
 // its HeartbeatAt.
 func (s *Store) ListRelays(ctx context.Context) ([]session.Relay, error) {
-	out := []session.Relay{}
-	p := dynamodb.NewScanPaginator(s.db, &dynamodb.ScanInput{
-		TableName:      aws.String(s.t.Relays),
-		ConsistentRead: aws.Bool(true),
-	})
-	for p.HasMorePages() {
-		page, err := p.NextPage(ctx)
-		if err != nil {
-			return nil, fmt.Errorf("list relays: %w", err)
-		}
-		for _, item := range page.Items {
-			r, err := unmarshalRelay(item)
-			if err != nil {
-				return nil, fmt.Errorf("list relays: %w", err)
-			}
-			out = append(out, r)
-		}
+	out, err := scanAll(ctx, s, s.t.Relays, unmarshalRelay)
+	if err != nil {
+		return nil, fmt.Errorf("list relays: %w", err)
 	}
 	slices.SortFunc(out, func(a, b session.Relay) int { return cmp.Compare(a.ID, b.ID) })
 	return out, nil

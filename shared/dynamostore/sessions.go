@@ -103,23 +103,9 @@ func (s *Store) DeleteSession(ctx context.Context, id string, version int64) err
 // ListSessions returns every session, oldest first (by CreatedAt, then
 // id). It scans the table with consistent reads.
 func (s *Store) ListSessions(ctx context.Context) ([]session.Session, error) {
-	out := []session.Session{}
-	p := dynamodb.NewScanPaginator(s.db, &dynamodb.ScanInput{
-		TableName:      aws.String(s.t.Sessions),
-		ConsistentRead: aws.Bool(true),
-	})
-	for p.HasMorePages() {
-		page, err := p.NextPage(ctx)
-		if err != nil {
-			return nil, fmt.Errorf("list sessions: %w", err)
-		}
-		for _, item := range page.Items {
-			sess, err := unmarshalSession(item)
-			if err != nil {
-				return nil, fmt.Errorf("list sessions: %w", err)
-			}
-			out = append(out, sess)
-		}
+	out, err := scanAll(ctx, s, s.t.Sessions, unmarshalSession)
+	if err != nil {
+		return nil, fmt.Errorf("list sessions: %w", err)
 	}
 	slices.SortFunc(out, compareCreation)
 	return out, nil
