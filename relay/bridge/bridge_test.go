@@ -141,7 +141,7 @@ func TestWarmStartWaitsForInitUser(t *testing.T) {
 	c.input("pwd\n")
 	c.outputContains(dir + "\r\n")
 
-	if m := b.logs.event(t, evAgentStarted); m == nil || m[logging.KeySessionID] != "s9" ||
+	if m := b.logs.First(t, evAgentStarted); m == nil || m[logging.KeySessionID] != "s9" ||
 		m[logging.KeyUserID] != "bob" {
 		t.Errorf("agent_started log line: got %v; want sessionId s9 and userId bob", m)
 	}
@@ -347,7 +347,7 @@ func TestStopKillsAnAgentThatIgnoresSignals(t *testing.T) {
 	if err := b.wait(); err != nil {
 		t.Errorf("Run: got error %v; want none", err)
 	}
-	if b.logs.event(t, evAgentKilled) == nil {
+	if b.logs.First(t, evAgentKilled) == nil {
 		t.Errorf("no %s log line; want one", evAgentKilled)
 	}
 	if !processGone(pid) {
@@ -390,7 +390,7 @@ func TestStopBeforeTheAgentStarts(t *testing.T) {
 			if last := b.lastLog(); last["reason"] != tc.wantReason {
 				t.Errorf("last log line: got %v; want reason %q", last, tc.wantReason)
 			}
-			if b.logs.event(t, evAgentStarted) != nil {
+			if b.logs.First(t, evAgentStarted) != nil {
 				t.Errorf("an agent started; want none before init_user")
 			}
 		})
@@ -438,14 +438,14 @@ func TestReconnectKeepsAgentAndOutput(t *testing.T) {
 	c2.input("echo still''-here\n")
 	c2.outputContains("still-here")
 
-	m := b.logs.event(t, evRelayConnectFailed)
+	m := b.logs.First(t, evRelayConnectFailed)
 	if m == nil || m["status"] != float64(http.StatusServiceUnavailable) {
 		t.Errorf("relay_connect_failed log line: got %v; want status 503", m)
 	}
-	if b.logs.event(t, evRelayDisconnected) == nil {
+	if b.logs.First(t, evRelayDisconnected) == nil {
 		t.Errorf("no %s log line; want one", evRelayDisconnected)
 	}
-	if m := b.logs.event(t, evOutputDropped); m == nil || m["bytes"].(float64) < 400_000 {
+	if m := b.logs.First(t, evOutputDropped); m == nil || m["bytes"].(float64) < 400_000 {
 		t.Errorf("output_dropped log line: got %v; want one counting the bytes dropped", m)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"github.com/aishell/aishell/shared/logging/logtest"
 	"io/fs"
 	"log/slog"
 	"net/http"
@@ -223,44 +224,8 @@ func (c *relayConn) drop() {
 	c.ws.NetConn().Close()
 }
 
-// logBuffer collects the bridge's log lines.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-// lines returns the log lines, decoded.
-func (l *logBuffer) lines(t *testing.T) []map[string]any {
-	t.Helper()
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	var out []map[string]any
-	for _, line := range bytes.Split(bytes.TrimSpace(l.buf.Bytes()), []byte("\n")) {
-		var m map[string]any
-		if err := json.Unmarshal(line, &m); err != nil {
-			t.Fatalf("log line is not JSON: %q", line)
-		}
-		out = append(out, m)
-	}
-	return out
-}
-
-// event returns the first log line of an event, or nil.
-func (l *logBuffer) event(t *testing.T, name string) map[string]any {
-	t.Helper()
-	for _, m := range l.lines(t) {
-		if m[logging.KeyEvent] == name {
-			return m
-		}
-	}
-	return nil
-}
+// logBuffer captures the JSON log lines under test.
+type logBuffer = logtest.Buffer
 
 // running is a bridge under test.
 type running struct {
@@ -303,7 +268,7 @@ func (r *running) wait() error {
 
 // lastLog is the bridge's last log line.
 func (r *running) lastLog() map[string]any {
-	lines := r.logs.lines(r.t)
+	lines := r.logs.Lines(r.t)
 	if len(lines) == 0 {
 		return nil
 	}

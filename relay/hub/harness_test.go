@@ -1,15 +1,14 @@
 package hub_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/aishell/aishell/shared/logging/logtest"
 	"log/slog"
 	"net"
 	"path/filepath"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -527,39 +526,8 @@ func (r *fakeRunner) state(handle string) session.TaskState {
 	return st.State
 }
 
-// logBuffer collects the JSON log lines of the relay.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-// events returns the log lines whose "event" is name, each parsed.
-func (b *logBuffer) events(t *testing.T, name string) []map[string]any {
-	t.Helper()
-	b.mu.Lock()
-	text := b.buf.String()
-	b.mu.Unlock()
-	var out []map[string]any
-	for _, line := range strings.Split(strings.TrimSpace(text), "\n") {
-		if line == "" {
-			continue
-		}
-		var m map[string]any
-		if err := json.Unmarshal([]byte(line), &m); err != nil {
-			t.Fatalf("log line is not one JSON object: %q: %v", line, err)
-		}
-		if m["event"] == name {
-			out = append(out, m)
-		}
-	}
-	return out
-}
+// logBuffer captures the JSON log lines under test.
+type logBuffer = logtest.Buffer
 
 // bridge is a task's bridge as the test plays it.
 type bridge struct {

@@ -105,7 +105,7 @@ func TestIdleStop(t *testing.T) {
 				if got := r.session(id).State; got != session.StateStopped {
 					t.Errorf("stored state: got %s; want stopped", got)
 				}
-				lines := r.logs.events(t, "task_idle_stop")
+				lines := r.logs.Events(t, "task_idle_stop")
 				if len(lines) != 1 {
 					t.Errorf("task_idle_stop log lines: got %d; want 1", len(lines))
 				}

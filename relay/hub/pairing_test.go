@@ -60,7 +60,7 @@ func TestColdStartPairsClientAndTask(t *testing.T) {
 		}
 
 		// The start is told in lifecycle events (R13).
-		lines := r.logs.events(t, "task_lifecycle")
+		lines := r.logs.Events(t, "task_lifecycle")
 		for _, p := range []string{"task_start", "task_pending", "task_connect", "task_ready",
 			"session_create", "message_roundtrip"} {
 			if got := phases(lines, p); len(got) != 1 {
@@ -79,7 +79,7 @@ func TestColdStartPairsClientAndTask(t *testing.T) {
 				t.Errorf("task_ready: got %v; want restart false for %s", ready[0], id)
 			}
 		}
-		if got := r.logs.events(t, "user_message"); len(got) != 1 {
+		if got := r.logs.Events(t, "user_message"); len(got) != 1 {
 			t.Errorf("user_message lines: got %d; want 1", len(got))
 		}
 	})
@@ -212,7 +212,7 @@ func TestEarlyTaskIsAcceptedWhenItsSessionNamesIt(t *testing.T) {
 		if task.closedByHub() {
 			t.Errorf("early task socket closed; want it kept")
 		}
-		if got := r.logs.events(t, "task_held"); len(got) != 1 {
+		if got := r.logs.Events(t, "task_held"); len(got) != 1 {
 			t.Errorf("task_held log lines: got %d; want 1", len(got))
 		}
 	})
@@ -257,7 +257,7 @@ func TestTaskOfUnknownSessionIsClosedAfterHold(t *testing.T) {
 			t.Errorf("closed after %s; want %s", waited, hold)
 		}
 		synctest.Wait()
-		lines := r.logs.events(t, "task_rejected")
+		lines := r.logs.Events(t, "task_rejected")
 		if len(lines) != 1 {
 			t.Fatalf("task_rejected log lines: got %d; want 1", len(lines))
 		}
@@ -704,7 +704,7 @@ func TestColdStartThatNeverConnects(t *testing.T) {
 		if got := r.session(id).State; got != session.StateStopped {
 			t.Errorf("stored state: got %s; want stopped", got)
 		}
-		if got := r.logs.events(t, "task_connect_timeout"); len(got) != 1 {
+		if got := r.logs.Events(t, "task_connect_timeout"); len(got) != 1 {
 			t.Errorf("task_connect_timeout lines: got %d; want 1", len(got))
 		}
 	})

@@ -65,7 +65,7 @@ func TestRestartAfterTaskLost(t *testing.T) {
 		if got := r.runner.stopsOf(b.handle); len(got) != 0 {
 			t.Errorf("stops of the new task: got %q; want none", got)
 		}
-		restarts := phases(r.logs.events(t, "task_lifecycle"), "task_restart")
+		restarts := phases(r.logs.Events(t, "task_lifecycle"), "task_restart")
 		if len(restarts) != 1 || restarts[0]["success"] != true {
 			t.Errorf("task_restart lines: got %v; want one with success true", restarts)
 		}
@@ -171,7 +171,7 @@ func TestRestartGuard(t *testing.T) {
 		if got := len(r.runner.runs()); got != 2 {
 			t.Errorf("tasks started: got %d; want 2 (the first and one restart)", got)
 		}
-		if got := r.logs.events(t, "task_restart_begin"); len(got) != 1 {
+		if got := r.logs.Events(t, "task_restart_begin"); len(got) != 1 {
 			t.Errorf("restarts begun: got %d; want 1", len(got))
 		}
 		if got := r.session(id).State; got != session.StateReady {
@@ -254,7 +254,7 @@ func TestRestartThatCannotFinish(t *testing.T) {
 				if got := r.session(id).State; got != session.StateStopped {
 					t.Errorf("stored state: got %s; want stopped", got)
 				}
-				lines := r.logs.events(t, "task_restart_failed")
+				lines := r.logs.Events(t, "task_restart_failed")
 				if len(lines) != 1 || lines[0]["step"] != tt.step || lines[0]["level"] != "error" {
 					t.Errorf("task_restart_failed lines: got %v; want one error with step %s", lines, tt.step)
 				}

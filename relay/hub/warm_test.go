@@ -87,7 +87,7 @@ func TestWarmClaim(t *testing.T) {
 		if rec := r.warmTask("w_1"); rec != nil {
 			t.Errorf("warm record after ready: got %+v; want it removed", rec)
 		}
-		ready := phases(r.logs.events(t, "task_lifecycle"), "task_ready")
+		ready := phases(r.logs.Events(t, "task_lifecycle"), "task_ready")
 		if len(ready) != 1 {
 			t.Errorf("task_ready lines: got %d; want 1", len(ready))
 		} else if bd, _ := ready[0]["breakdown"].(map[string]any); bd["warm_claim_ms"] == nil ||

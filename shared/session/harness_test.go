@@ -1,13 +1,11 @@
 package session_test
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
+	"github.com/aishell/aishell/shared/logging/logtest"
 	"log/slog"
 	"path/filepath"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -194,37 +192,8 @@ func (d *fakeDispatcher) InitUser(ctx context.Context, u session.InitUser) error
 	return d.err
 }
 
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) events(t *testing.T, name string) []map[string]any {
-	t.Helper()
-	b.mu.Lock()
-	text := b.buf.String()
-	b.mu.Unlock()
-	var out []map[string]any
-	for _, line := range strings.Split(strings.TrimSpace(text), "\n") {
-		if line == "" {
-			continue
-		}
-		var m map[string]any
-		if err := json.Unmarshal([]byte(line), &m); err != nil {
-			t.Fatalf("log line is not one JSON object: %q: %v", line, err)
-		}
-		if m["event"] == name {
-			out = append(out, m)
-		}
-	}
-	return out
-}
+// logBuffer captures the JSON log lines under test.
+type logBuffer = logtest.Buffer
 
 // env is a session service with its fakes.
 type env struct {

@@ -73,7 +73,7 @@ func TestCreate(t *testing.T) {
 			t.Errorf("client ticket accepted as a task credential")
 		}
 
-		lines := e.logs.events(t, "session_created")
+		lines := e.logs.Events(t, "session_created")
 		if len(lines) != 1 || lines[0]["resumed"] != false || lines[0]["warm"] != false ||
 			lines[0]["sessionId"] != s.ID || lines[0]["traceId"] != "trace-1" {
 			t.Errorf("session_created lines: got %v; want one, not resumed, cold", lines)
@@ -242,7 +242,7 @@ func TestResume(t *testing.T) {
 				if got := e.runner.overlapping(); len(got) != 0 {
 					t.Errorf("started while another task of the session lived: %v", got)
 				}
-				if lines := e.logs.events(t, "session_created"); len(lines) != 1 || lines[0]["resumed"] != true {
+				if lines := e.logs.Events(t, "session_created"); len(lines) != 1 || lines[0]["resumed"] != true {
 					t.Errorf("session_created lines: got %v; want one, resumed", lines)
 				}
 			})
@@ -376,7 +376,7 @@ func TestStartFailure(t *testing.T) {
 					t.Errorf("IsCapacity: got %v; want %v", got, tt.capacity)
 				}
 
-				lines := e.logs.events(t, "task_start_failed")
+				lines := e.logs.Events(t, "task_start_failed")
 				if len(lines) != 1 || lines[0]["errorCode"] != tt.code || lines[0]["level"] != "error" {
 					t.Errorf("task_start_failed lines: got %v; want one error with errorCode %s", lines, tt.code)
 				}

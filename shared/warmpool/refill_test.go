@@ -1,10 +1,9 @@
 package warmpool
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
+	"github.com/aishell/aishell/shared/logging/logtest"
 	"log/slog"
 	"path/filepath"
 	"reflect"
@@ -129,35 +128,8 @@ func (h *hookStore) listCount() int {
 	return h.lists
 }
 
-// logBuffer collects JSON log lines.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-// events returns the log lines with the given event name.
-func (l *logBuffer) events(t *testing.T, name string) []map[string]any {
-	t.Helper()
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	var out []map[string]any
-	for line := range strings.Lines(l.buf.String()) {
-		var m map[string]any
-		if err := json.Unmarshal([]byte(line), &m); err != nil {
-			t.Fatalf("log line %q is not JSON: %v", line, err)
-		}
-		if m[logging.KeyEvent] == name {
-			out = append(out, m)
-		}
-	}
-	return out
-}
+// logBuffer captures the JSON log lines under test.
+type logBuffer = logtest.Buffer
 
 type testEnv struct {
 	store  *hookStore
@@ -265,7 +237,7 @@ func TestRunOnceStartsTheDeficit(t *testing.T) {
 		t.Errorf("record after Run: got %+v; want starting with handle h-%s", started, spec.TaskID)
 	}
 
-	pool := e.logs.events(t, events.WarmPool)
+	pool := e.logs.Events(t, events.WarmPool)
 	if len(pool) != 1 {
 		t.Fatalf("warm_pool events: got %d; want 1", len(pool))
 	}
@@ -328,7 +300,7 @@ func TestFailedStartsBackOff(t *testing.T) {
 	if got := len(e.records(t)); got != 2 {
 		t.Errorf("records: got %d; want the 2 started ones", got)
 	}
-	failed := e.logs.events(t, events.TaskStartFailed)
+	failed := e.logs.Events(t, events.TaskStartFailed)
 	if len(failed) != 3 {
 		t.Fatalf("task_start_failed events: got %d; want 3", len(failed))
 	}
@@ -475,7 +447,7 @@ func TestRemovals(t *testing.T) {
 				t.Errorf("records left: got %v; want %v", left, tc.wantLeft)
 			}
 			for _, ev := range tc.wantEvents {
-				if len(e.logs.events(t, ev)) != 1 {
+				if len(e.logs.Events(t, ev)) != 1 {
 					t.Errorf("event %s: got none; want one", ev)
 				}
 			}
