@@ -175,6 +175,19 @@ func (h *Hub) track() bool {
 	return true
 }
 
+// background runs f on its own goroutine, which Shutdown waits for; once
+// the relay is shutting down it runs f at once instead.
+func (h *Hub) background(f func()) {
+	if !h.track() {
+		f()
+		return
+	}
+	go func() {
+		defer h.wg.Done()
+		f()
+	}()
+}
+
 // forget drops a session's state from the hub when nothing is left in it:
 // no client, no task, no restart, no output kept. Sessions would pile up
 // in a long-running relay otherwise. It takes h.mu, then the session's.

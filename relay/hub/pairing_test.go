@@ -59,7 +59,9 @@ func TestColdStartPairsClientAndTask(t *testing.T) {
 			}
 		}
 
-		// The start is told in lifecycle events (R13).
+		// The start is told in lifecycle events (R13), written off the
+		// task's reading path.
+		synctest.Wait()
 		lines := r.logs.Events(t, "task_lifecycle")
 		for _, p := range []string{"task_start", "task_pending", "task_connect", "task_ready",
 			"session_create", "message_roundtrip"} {
@@ -656,7 +658,7 @@ func TestAttachWhileLiveTaskReconnects(t *testing.T) {
 		id := v.Session.ID
 		b := r.nextBridge()
 		// The task was ready on the relay that went away.
-		if _, err := r.svc.MarkReady(ctx, id, b.spec.TaskID); err != nil {
+		if _, _, err := r.svc.MarkReady(ctx, id, b.spec.TaskID); err != nil {
 			t.Fatal(err)
 		}
 

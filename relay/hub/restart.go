@@ -104,7 +104,7 @@ func (s *sess) restartSucceeded(ctx context.Context, start time.Time, o workflow
 			fmt.Sprintf("task %s connected but its socket is gone", o.TaskID))
 		return
 	}
-	rec, err := s.h.svc.MarkReady(ctx, s.id, o.TaskID)
+	rec, _, err := s.h.svc.MarkReady(ctx, s.id, o.TaskID)
 	if err != nil {
 		s.restartFailed(ctx, start, session.StepRestoreQueue, fmt.Sprintf("mark session ready: %v", err))
 		return

@@ -578,9 +578,7 @@ func (s *sess) taskReady(tc *taskConn) {
 	ctx := context.Background()
 	// A task that was the session's ready task already is reconnecting
 	// (after a relay restart or a network fault): it is not a new start.
-	before, _ := s.h.svc.Store.GetSession(ctx, s.id)
-	reconnect := before.TaskID == tc.id && before.State == session.StateReady
-	rec, err := s.h.svc.MarkReady(ctx, s.id, tc.id)
+	rec, reconnect, err := s.h.svc.MarkReady(ctx, s.id, tc.id)
 	if err != nil {
 		s.log.WarnContext(ctx, "task is not the session's; closing it", logging.KeyEvent, "task_superseded",
 			logging.KeyTaskArn, tc.id, "error", err.Error())
@@ -646,7 +644,14 @@ func (s *sess) sendSessionReady(rec session.Session, started bool) {
 // logReady writes task_ready with its breakdown and, for cold tasks, the
 // task_pending and task_connect phases from the runner's timestamps.
 func (s *sess) logReady(ctx context.Context, tc *taskConn, rec session.Session, restart bool) {
+	// Its runner and store calls (DescribeTasks, the warm record's removal)
+	// stay off the task's reading path: the agent's first output must not
+	// wait for them.
 	now := time.Now()
+	s.h.background(func() { s.writeReady(ctx, tc, rec, restart, now) })
+}
+
+func (s *sess) writeReady(ctx context.Context, tc *taskConn, rec session.Session, restart bool, now time.Time) {
 	log := s.log.With(logging.KeyTaskArn, rec.TaskHandle)
 	if rec.TraceID != "" {
 		log = log.With(logging.KeyTraceID, rec.TraceID)

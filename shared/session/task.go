@@ -301,16 +301,20 @@ func (s *Service) BeginRestart(ctx context.Context, id string) (Session, error) 
 	})
 }
 
-// MarkReady records that taskID is the session's connected, ready task. A
-// task that is no longer the session's gets ErrConflict.
-func (s *Service) MarkReady(ctx context.Context, id, taskID string) (Session, error) {
-	return s.updateSession(ctx, id, func(cur *Session) error {
+// MarkReady records that taskID is the session's connected, ready task,
+// and reports whether it was so already (a task reconnecting rather than
+// a new start). A task that is no longer the session's gets ErrConflict.
+func (s *Service) MarkReady(ctx context.Context, id, taskID string) (Session, bool, error) {
+	already := false
+	sess, err := s.updateSession(ctx, id, func(cur *Session) error {
 		if cur.TaskID != taskID {
 			return fmt.Errorf("task %s is not the session's task (%s): %w", taskID, cur.TaskID, ErrConflict)
 		}
+		already = cur.State == StateReady
 		cur.State = StateReady
 		return nil
 	})
+	return sess, already, err
 }
 
 // MarkStopped records that the session's task taskID is gone or stopping.
