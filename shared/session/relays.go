@@ -75,23 +75,24 @@ func (s *Service) assignRelay(ctx context.Context, sessionID string) (Relay, err
 // (its bridge knows the old relay's address only), so the session is
 // marked stopped: the start that follows stops that task (R4) and starts a
 // new one for the new relay, on the same workspace.
-func (s *Service) rehome(ctx context.Context, log *slog.Logger, sess Session) (Session, error) {
+// It returns the session's relay when it read it, for the answer.
+func (s *Service) rehome(ctx context.Context, log *slog.Logger, sess Session) (Session, Relay, error) {
 	if !s.cfg.AssignRelays {
-		return sess, nil
+		return sess, Relay{}, nil
 	}
 	list, err := s.Store.ListRelays(ctx)
 	if err != nil {
-		return sess, fmt.Errorf("list relays: %w", err)
+		return sess, Relay{}, fmt.Errorf("list relays: %w", err)
 	}
 	now := s.Clock.Now()
 	for _, r := range list {
 		if r.ID == sess.RelayID && now.Sub(r.HeartbeatAt) <= s.cfg.RelayMaxAge {
-			return sess, nil
+			return sess, r, nil
 		}
 	}
 	r, ok := PickRelay(list, sess.ID, now, s.cfg.RelayMaxAge)
 	if !ok {
-		return sess, &CodedError{Code: "NoCapacity",
+		return sess, Relay{}, &CodedError{Code: "NoCapacity",
 			Err: fmt.Errorf("session %s: its relay %s is gone: %w", sess.ID, sess.RelayID, ErrNoRelay)}
 	}
 	old := sess.RelayID
@@ -104,9 +105,9 @@ func (s *Service) rehome(ctx context.Context, log *slog.Logger, sess Session) (S
 		return nil
 	})
 	if err != nil {
-		return sess, fmt.Errorf("move session %s to relay %s: %w", sess.ID, r.ID, err)
+		return sess, Relay{}, fmt.Errorf("move session %s to relay %s: %w", sess.ID, r.ID, err)
 	}
 	log.InfoContext(ctx, "session moved to a healthy relay", "event", "session_rehomed",
 		"fromRelay", old, "toRelay", r.ID)
-	return next, nil
+	return next, r, nil
 }

@@ -221,7 +221,7 @@ func (s *Service) Create(ctx context.Context, r Request, userID string) (View, e
 	}
 	logging.Event(ctx, log, slog.LevelInfo, events.SessionCreated, "session created",
 		slog.Bool(events.FieldResumed, false), slog.Bool(events.FieldWarm, sess.Warm))
-	return s.view(ctx, sess, true)
+	return s.view(ctx, sess, true, relay)
 }
 
 // Resume returns the user's session id, starting a task for it if it has
@@ -233,7 +233,8 @@ func (s *Service) Resume(ctx context.Context, r Request, userID, id string) (Vie
 		return View{}, err
 	}
 	log := s.logger(r, sess)
-	if sess, err = s.rehome(ctx, log, sess); err != nil {
+	sess, relay, err := s.rehome(ctx, log, sess)
+	if err != nil {
 		return View{}, err
 	}
 
@@ -260,7 +261,7 @@ func (s *Service) Resume(ctx context.Context, r Request, userID, id string) (Vie
 	}
 	logging.Event(ctx, log, slog.LevelInfo, events.SessionCreated, "session resumed",
 		slog.Bool(events.FieldResumed, true), slog.Bool(events.FieldWarm, sess.Warm))
-	return s.view(ctx, sess, false)
+	return s.view(ctx, sess, false, relay)
 }
 
 // needsTask reports whether a resumed session must get a new task: it has
@@ -309,7 +310,7 @@ func (s *Service) GetView(ctx context.Context, userID, id string) (View, error) 
 	if err != nil {
 		return View{}, err
 	}
-	return s.view(ctx, sess, false)
+	return s.view(ctx, sess, false, Relay{})
 }
 
 // Delete ends a session: its task is stopped, its workspace kept. The
@@ -346,14 +347,19 @@ func (s *Service) Delete(ctx context.Context, r Request, userID, id string) erro
 	}
 }
 
-func (s *Service) view(ctx context.Context, sess Session, created bool) (View, error) {
+// view answers with sess and a fresh ticket. known is the session's relay
+// when the caller has just read it (zero: look it up).
+func (s *Service) view(ctx context.Context, sess Session, created bool, known Relay) (View, error) {
 	tk, exp, err := s.Tickets.Sign(ticket.Claims{
 		Kind: ticket.KindClient, UserID: sess.UserID, SessionID: sess.ID, Resumed: !created,
 	}, s.Clock.Now(), s.cfg.TicketTTL)
 	if err != nil {
 		return View{}, fmt.Errorf("issue ticket: %w", err)
 	}
-	relay, err := s.relayOf(ctx, sess.RelayID)
+	relay, err := known, error(nil)
+	if relay.ID != sess.RelayID {
+		relay, err = s.relayOf(ctx, sess.RelayID)
+	}
 	if errors.Is(err, ErrNoRelay) {
 		// The session's relay is gone: nothing serves it until a resume
 		// moves it to a healthy one, which is what the client is to do.
